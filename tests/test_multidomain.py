@@ -1,0 +1,148 @@
+"""to_multidomain / MultiDomainNet: structure, routing, frozen backbone, errors on bad input."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from helpers import TinyNet, perturb_batchnorms
+
+import mdlprune
+from mdlprune import DomainBatchNorm2d, DomainHeads, SwitchConv2d, to_multidomain
+from mdlprune.models import resnet26, wrn28
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torchvision.models.resnet18(),
+        lambda: torchvision.models.resnet50(),
+        lambda: resnet26(width=0.25),
+        lambda: wrn28(k=1),
+    ],
+    ids=["resnet18", "resnet50", "resnet26", "wrn28"],
+)
+def test_structure(make):
+    backbone = make()
+    convs = [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    bns = [n for n, m in backbone.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    model = to_multidomain(backbone, [3, 5, 7])
+    modules = dict(model.backbone.named_modules())
+    assert all(isinstance(modules[n], SwitchConv2d) for n in convs)
+    assert all(isinstance(modules[n], DomainBatchNorm2d) for n in bns)
+    assert isinstance(model.heads, DomainHeads) and model.heads.num_classes == [3, 5, 7]
+    assert model.num_domains == 3
+    masks = model.masks()
+    assert list(masks) == convs
+    for n, m in masks.items():
+        assert m.dtype == torch.bool and m.shape == (3, modules[n].in_channels) and m.all()
+    assert model.binary_masks().shape == (3, model.num_switches)
+    # the backbone is left untouched
+    assert not any(isinstance(m, SwitchConv2d) for m in backbone.modules())
+
+
+def test_only_domain_parameters_train():
+    model = to_multidomain(TinyNet(), [2, 3])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "backbone.conv1.switches",
+        "backbone.conv2.switches",
+        *(f"backbone.bn{i}.bns.{d}.{w}" for i in (1, 2) for d in (0, 1) for w in ("weight", "bias")),
+        *(f"backbone.fc.heads.{d}.{w}" for d in (0, 1) for w in ("weight", "bias")),
+    }
+    assert {id(p) for p in model.switch_parameters()} | {id(p) for p in model.domain_parameters()} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
+    x = torch.randn(4, 3, 8, 8)
+    model(x, 1).sum().backward()
+    assert model.backbone.conv1.weight.grad is None and model.backbone.conv2.weight.grad is None
+    assert model.backbone.conv1.switches.grad[1].abs().sum() > 0
+
+
+def test_domain_batchnorm_starts_from_the_pretrained_bn_and_routes_by_domain():
+    net = TinyNet()
+    perturb_batchnorms(net)
+    model = to_multidomain(net, [2, 2]).eval()
+    for d in range(2):
+        torch.testing.assert_close(model.backbone.bn1.bns[d].running_var, net.bn1.running_var)
+    x = torch.randn(3, 3, 8, 8)
+    feats = {}
+    model.backbone.pool.register_forward_hook(lambda m, i, o: feats.setdefault("f", o))
+    model(x, 0)
+    net.eval()
+    ref = net.pool(torch.relu(net.bn2(net.conv2(torch.relu(net.bn1(net.conv1(x)))))))
+    torch.testing.assert_close(feats["f"], ref)
+    # training domain 1 moves only domain 1's statistics
+    model.train()
+    before = model.backbone.bn1.bns[0].running_mean.clone()
+    model(x, 1)
+    assert torch.equal(model.backbone.bn1.bns[0].running_mean, before)
+    assert not torch.equal(model.backbone.bn1.bns[1].running_mean, before)
+
+
+def test_heads_have_the_right_sizes_and_names_work():
+    model = to_multidomain(TinyNet(), {"svhn": 10, "dtd": 47})
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x, 0).shape == (2, 10)
+    assert model(x, "dtd").shape == (2, 47)
+    assert model.domain_names == ("svhn", "dtd")
+
+
+def test_exclude_keeps_a_plain_frozen_conv():
+    model = to_multidomain(TinyNet(), [2, 2], exclude=["conv1"])
+    assert type(model.backbone.conv1) is nn.Conv2d and not model.backbone.conv1.weight.requires_grad
+    assert list(model.masks()) == ["conv2"]
+
+
+def test_randomize_switches_is_seeded_and_differs_per_domain():
+    a = mdlprune.randomize_switches(to_multidomain(resnet26(width=0.25), [2, 2]), 0.5, seed=3)
+    b = mdlprune.randomize_switches(to_multidomain(resnet26(width=0.25), [2, 2]), 0.5, seed=3)
+    for (n, ma), mb in zip(a.masks().items(), b.masks().values()):
+        assert torch.equal(ma, mb)
+    flat = torch.cat(list(a.masks().values()), dim=1).float()
+    assert 0.4 < flat.mean() < 0.6
+    assert (flat[0] != flat[1]).any()
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+def test_domain_out_of_range():
+    model = to_multidomain(TinyNet(), [2, 3])
+    with pytest.raises(ValueError, match=r"domain index 2 is out of range: this model has 2 domains"):
+        model(torch.randn(1, 3, 8, 8), 2)
+    with pytest.raises(ValueError, match="out of range"):
+        model(torch.randn(1, 3, 8, 8), -1)
+    with pytest.raises(ValueError, match=r"unknown domain 'cifar'.*\['domain0', 'domain1'\]"):
+        model(torch.randn(1, 3, 8, 8), "cifar")
+    with pytest.raises(TypeError, match="domain must be an int"):
+        model(torch.randn(1, 3, 8, 8), 1.5)
+
+
+def test_wrong_channel_count():
+    model = to_multidomain(TinyNet(), [2])
+    with pytest.raises(ValueError, match=r"shape \(N, 3, H, W\), got \(2, 1, 8, 8\).*reads 3 channels"):
+        model(torch.randn(2, 1, 8, 8), 0)
+    with pytest.raises(ValueError, match=r"got \(3, 8, 8\)"):
+        model(torch.randn(3, 8, 8), 0)
+
+
+def test_num_classes_mismatch():
+    with pytest.raises(ValueError, match="num_classes has 2 entries but there are 3 domains"):
+        to_multidomain(TinyNet(), [2, 3], domain_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="positive ints"):
+        to_multidomain(TinyNet(), [2, 0])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        to_multidomain(TinyNet(), [])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        to_multidomain(TinyNet(), 10)
+
+
+def test_backbone_without_head():
+    with pytest.raises(ValueError, match=r"has no attribute 'classifier'.*head="):
+        to_multidomain(TinyNet(), [2], head="classifier")
+    with pytest.raises(ValueError, match=r"is a BatchNorm2d, not an nn.Linear"):
+        to_multidomain(TinyNet(), [2], head="bn1")
+
+
+def test_grouped_conv_is_named_in_the_error():
+    mobilenet = torchvision.models.mobilenet_v2()
+    with pytest.raises(ValueError, match=r"layer 'features.1.conv.0.0' is a grouped/depthwise.*exclude="):
+        to_multidomain(mobilenet, [2], head="classifier.1")
