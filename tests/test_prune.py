@@ -240,3 +240,12 @@ def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path):
         save_model(Unpicklable(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = save_model(prune(tiny_model()), tmp_path / "m.pt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
