@@ -110,11 +110,11 @@ class BudgetLoss(nn.Module):
         return (self.lam[domain] * (tb - self.beta)).clamp(min=0)
 
     @torch.no_grad()
-    def dual_step(self, masks: torch.Tensor, domain: int) -> float:
-        """λ_d ← max(0, λ_d + η_λ (θ̄_d − β)); returns the new λ_d."""
+    def dual_step(self, masks: torch.Tensor, domain: int) -> torch.Tensor:
+        """λ_d ← max(0, λ_d + η_λ (θ̄_d − β)); returns the new λ_d (a 0-d tensor: no device sync)."""
         tb = theta_bar(masks[domain : domain + 1].detach(), self.weights)[0]
         self.lam[domain] = (self.lam[domain] + self.lr_lambda * (tb - self.beta)).clamp(min=0)
-        return float(self.lam[domain])
+        return self.lam[domain]
 
     def extra_repr(self) -> str:
         w = ", cost-weighted" if self.weights is not None else ""
@@ -146,10 +146,11 @@ class SharingLoss(nn.Module):
         return (self.lam * self.constraint(masks, beta)).clamp(min=0)
 
     @torch.no_grad()
-    def dual_step(self, masks: torch.Tensor, beta: float) -> float:
+    def dual_step(self, masks: torch.Tensor, beta: float) -> torch.Tensor:
+        """λ_PS ← max(0, λ_PS + η g(masks, β)) if learnable; returns λ_PS (a 0-d tensor)."""
         if self.learnable:
             self.lam.copy_((self.lam + self.lr_lambda * self.constraint(masks.detach(), beta)).clamp(min=0))
-        return float(self.lam)
+        return self.lam
 
     def extra_repr(self) -> str:
         return f"lam={float(self.lam):g}, learnable={self.learnable}"

@@ -52,8 +52,8 @@ def test_budget_loss_cost_weighted_gradient():
 def test_dual_step():
     loss = BudgetLoss(num_domains=2, beta=0.5, lr_lambda=0.1)
     m = torch.tensor([[1.0, 1, 1, 0], [0, 0, 1, 0]])
-    assert loss.dual_step(m, 0) == pytest.approx(0.1 * 0.25)  # grows while violated
-    assert loss.dual_step(m, 1) == 0.0  # clamped at zero when met
+    assert float(loss.dual_step(m, 0)) == pytest.approx(0.1 * 0.25)  # grows while violated
+    assert float(loss.dual_step(m, 1)) == 0.0  # clamped at zero when met
     loss.lam[0] = 0.1
     loss.dual_step(torch.tensor([[0.0, 0, 0, 0], [0, 0, 0, 0]]), 0)
     assert loss.lam[0].item() == pytest.approx(0.05)  # decays once the budget is met
@@ -77,7 +77,7 @@ def test_dual_ascent_meets_the_budget_on_a_toy_problem():
         opt.step()
         after = binarize(s.detach())  # the dual step reads the switches after the primal step
         means.append(float(after.mean()))
-        lambdas.append(budget.dual_step(after, 0))
+        lambdas.append(float(budget.dual_step(after, 0)))
     violated = [t for t, tb in enumerate(means) if tb > beta + 1e-6]  # (float32 0.3 reads 0.30000001)
     assert violated, "the budget should start violated"
     assert all(lambdas[t + 1] > lambdas[t] for t in violated)
@@ -148,9 +148,9 @@ def test_jaccard_loss_value_and_gradient():
 
 def test_learnable_lambda_ps_by_dual_ascent():
     loss = IntersectionLoss(lam=1.0, learnable=True, lr_lambda=0.3)
-    assert loss.dual_step(masks_of(ROWS), 0.75) == pytest.approx(1.0 + 0.3 * (1 - 2 / 3))
+    assert float(loss.dual_step(masks_of(ROWS), 0.75)) == pytest.approx(1.0 + 0.3 * (1 - 2 / 3))
     fixed = IntersectionLoss(lam=1.0)
-    assert fixed.dual_step(masks_of(ROWS), 0.75) == 1.0
+    assert float(fixed.dual_step(masks_of(ROWS), 0.75)) == 1.0
 
 
 def test_sharing_loss_reaches_the_switches_of_every_domain():

@@ -1,0 +1,84 @@
+"""Figures: which channels each domain uses, and the accuracy / cost trade-off (Pareto) of a β sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .evaluate import MethodResult
+from .metrics import s_score
+
+__all__ = ["mask_heatmap", "mask_summary", "pareto_plot"]
+
+
+def mask_summary(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Fractions of all switches (every layer): on per domain (θ̄_d), in every domain (I/M), in any (U/M)."""
+    flat = torch.cat([m.bool() for m in masks.values()], dim=1)
+    out = {f"theta_{d}": float(flat[d].float().mean()) for d in range(flat.shape[0])}
+    out["intersection"] = float(flat.all(0).float().mean())
+    out["union"] = float(flat.any(0).float().mean())
+    return out
+
+
+def mask_heatmap(masks: Mapping[str, torch.Tensor], layers: Sequence[str] | None = None, domain_names: Sequence[str] | None = None, max_layers: int = 6):
+    """For each layer, a domains × input-channels picture of the switches (dark = on), with the union and
+    intersection rows underneath: what BA² leaves unprunable and what the sharing loss fixes."""
+    import matplotlib.pyplot as plt
+
+    names = list(layers) if layers is not None else _spread(list(masks), max_layers)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.0 + 0.42 * len(names) * (next(iter(masks.values())).shape[0] + 2)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        m = masks[name].bool()
+        rows = torch.cat([m, m.any(0, keepdim=True), m.all(0, keepdim=True)]).float()
+        ax.imshow(rows.numpy(), cmap="Greys", aspect="auto", interpolation="nearest", vmin=0, vmax=1)
+        labels = list(domain_names or [f"domain {d}" for d in range(m.shape[0])]) + ["union", "intersection"]
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.axhline(m.shape[0] - 0.5, color="tab:red", lw=1)
+        ax.set_title(f"{name}: {int(m.any(0).sum())}/{m.shape[1]} channels used by some domain, "
+                     f"{int(m.all(0).sum())} by all", fontsize=8)  # fmt: skip
+        ax.set_xlabel("input channel", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _spread(items: list, k: int) -> list:
+    if len(items) <= k:
+        return items
+    step = (len(items) - 1) / (k - 1)
+    return [items[round(i * step)] for i in range(k)]
+
+
+def pareto_plot(results: Sequence[MethodResult], baseline: Mapping[str, float], title: str = ""):
+    """Mean accuracy and S-score against relative MACs and Params, one line per method across β."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    styles = {"ours": ("tab:red", "o-"), "ba2": ("tab:blue", "s-"), "feature": ("tab:gray", "v"), "finetune": ("k", "^")}
+    by_method: dict[str, list[MethodResult]] = {}
+    for r in results:
+        by_method.setdefault(r.method, []).append(r)
+    for method, rs in by_method.items():
+        rs = sorted(rs, key=lambda r: r.beta or 0)
+        color, style = styles.get(method, ("tab:green", "d-"))
+        label = rs[0].label.split(" β")[0]
+        mean_acc = [sum(r.accuracies[d] for d in baseline) / len(baseline) for r in rs]
+        score = [s_score({d: r.accuracies[d] for d in baseline}, baseline) for r in rs]
+        for row, ys, ylabel in ((0, mean_acc, "mean accuracy (%)"), (1, score, "S-score")):
+            for col, xs, xlabel in ((0, [r.rel_macs for r in rs], "relative MACs"), (1, [r.rel_params for r in rs], "relative Params")):
+                ax = axes[row, col]
+                ax.plot(xs, ys, style, color=color, label=label)
+                for x, y, r in zip(xs, ys, rs):
+                    if r.beta is not None:
+                        ax.annotate(f"β={r.beta:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(ylabel)
+    for ax in axes.flat:
+        ax.axvline(1.0, color="k", lw=0.6, ls=":")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 1].set_xscale("log")
+    axes[1, 1].set_xscale("log")
+    fig.suptitle(title or "accuracy and S-score against cost (up and left is better)")
+    fig.tight_layout()
+    return fig
