@@ -6,7 +6,8 @@ backbone on (the role ImageNet plays in the papers):
 =============  =======  =====================================================================================
 domain         classes  what it imitates
 =============  =======  =====================================================================================
-``source``     50       "objects": procedurally designed compositions of coloured parts, any pose, clutter
+``source``     60       broad, as ImageNet is: 30 kinds of objects (compositions of coloured parts), 20 Latin
+                        letters in varied fonts, 10 oriented noise patterns; any pose, clutter
 ``digits``     10       SVHN: printed digits in varied fonts on cluttered colour backgrounds, with neighbours
 ``glyphs``     40       Omniglot: characters of five non-Latin scripts, elastic stroke jitter, ink on paper
 ``textures``   16       DTD: procedural texture families at random scale, orientation and colours
@@ -28,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from . import render as R
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ def _object_template(cls: int) -> list[dict]:
     return parts
 
 
-_OBJECTS = [_object_template(c) for c in range(50)]
+_OBJECTS = [_object_template(c) for c in range(30)]
+_LETTERS = "ABCDEFGHJKLMNPRSTUWY"
+_N_PATTERNS = 10
 
 
 def _draw_part(draw: ImageDraw.ImageDraw, p: dict, cx: float, cy: float, r: float, rot: float, color) -> None:
@@ -101,6 +104,43 @@ def _draw_part(draw: ImageDraw.ImageDraw, p: dict, cx: float, cy: float, r: floa
 
 
 def draw_source(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+    """Classes 0-29: objects; 30-49: Latin letters; 50-59: oriented noise patterns."""
+    if label < len(_OBJECTS):
+        return _draw_object(rng, label, size)
+    if label < len(_OBJECTS) + len(_LETTERS):
+        return _draw_letter(rng, _LETTERS[label - len(_OBJECTS)], size)
+    return _draw_pattern(rng, label - len(_OBJECTS) - len(_LETTERS), size)
+
+
+def _draw_letter(rng: np.random.Generator, letter: str, size: int) -> np.ndarray:
+    n = R.SUPERSAMPLE * size
+    img = R.gradient(rng, n, R.random_color(rng), R.random_color(rng)) if rng.random() < 0.5 else R.natural_background(rng, n)
+    R.clutter(rng, img, int(rng.integers(0, 4)))
+    bg = np.asarray(img, np.float32).reshape(-1, 3).mean(0)
+    font_name = _DIGIT_FONTS[int(rng.integers(len(_DIGIT_FONTS)))]
+    text = letter if rng.random() < 0.6 else letter.lower()
+    mask = R.text_mask(text, font_name, n, n, rng, scale=(0.45, 0.8), rotate=25, offset=0.1)
+    R.paste_colored(img, mask, R.contrasting_color(rng, bg, rng.uniform(50, 130)))
+    return R.finish(img, size, rng, noise=rng.uniform(0, 8), blur=rng.uniform(0, 1.0))
+
+
+def _draw_pattern(rng: np.random.Generator, k: int, size: int) -> np.ndarray:
+    """Noise band-passed around one orientation (k × 18°) and a class-specific frequency band."""
+    n = R.SUPERSAMPLE * size
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    radius, angle = np.hypot(fx, fy), np.arctan2(fy, fx)
+    centre = 0.06 + 0.05 * (k % 3) + rng.normal(0, 0.005)
+    orient = np.deg2rad(18 * k + rng.normal(0, 4))
+    band = np.exp(-((radius - centre) ** 2) / (2 * 0.02**2)) * np.cos(angle - orient) ** 8
+    field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(0, 1, (n, n))) * band))
+    t = (field - field.min()) / (np.ptp(field) + 1e-8)
+    c0 = np.asarray(R.random_color(rng), np.float32)
+    c1 = np.asarray(R.contrasting_color(rng, c0, 50), np.float32)
+    img = Image.fromarray(((1 - t[..., None]) * c0 + t[..., None] * c1).astype(np.uint8), "RGB")
+    return R.finish(img, size, rng, noise=rng.uniform(0, 6))
+
+
+def _draw_object(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     n = R.SUPERSAMPLE * size
     if rng.random() < 0.5:
         img = R.gradient(rng, n, R.random_color(rng), R.random_color(rng))
@@ -393,9 +433,9 @@ def draw_flowers(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
 
 
 SOURCE = DomainSpec(
-    "source", 50, draw_source, {"train": 24000, "val": 2000, "test": 2000}, True,
-    "objects: compositions of coloured parts in any pose, on cluttered backgrounds (ImageNet's role)",
-    [f"object{c:02d}" for c in range(50)],
+    "source", 60, draw_source, {"train": 24000, "val": 2000, "test": 2000}, True,
+    "broad, as ImageNet is: 30 kinds of objects, 20 Latin letters, 10 oriented noise patterns",
+    [f"object{c:02d}" for c in range(30)] + [f"letter {c}" for c in _LETTERS] + [f"pattern{k}" for k in range(10)],
 )  # fmt: skip
 TARGETS = [
     DomainSpec("digits", 10, draw_digits, {"train": 3000, "val": 600, "test": 1000}, False,
