@@ -38,9 +38,10 @@ from .history import History
 from .losses import BudgetLoss, check_beta, intersection, make_sharing_loss, union
 from .metrics import switch_costs
 from .multidomain import MultiDomainNet
+from .optim import LazyAdam
 from .serialization import CheckpointError, atomic_save, load_checkpoint
 
-__all__ = ["TrainConfig", "Trainer", "METHODS", "SCHEDULES"]
+__all__ = ["TrainConfig", "Trainer", "recalibrate_batchnorm", "METHODS", "SCHEDULES"]
 
 METHODS = ("ours", "ba2", "feature", "finetune")
 SCHEDULES = ("round_robin", "alternate", "mixed")
@@ -53,6 +54,11 @@ class TrainConfig:
 
     ``epochs`` counts epochs *per domain* (rounds); learning rates are divided by ``1 / lr_gamma`` at
     each of ``lr_milestones`` (in rounds).
+
+    Two choices of ours, where the papers are silent (docs/METHOD_NOTES.md §7): the switches follow
+    ``switch_optimizer="lazy_adam"`` (:class:`mdlprune.optim.LazyAdam`: a domain's switches move only when
+    they get a gradient; ``"adam"`` is plain Adam), and after training every domain's BatchNorm statistics are
+    recomputed with its final switches over ``bn_recalibration`` batches (0 turns it off).
     """
 
     method: str = "ours"
@@ -72,6 +78,8 @@ class TrainConfig:
     lr_lambda_ps: float = 0.05
     cost_weighted: str | None = None
     schedule: str = "round_robin"
+    switch_optimizer: str = "lazy_adam"
+    bn_recalibration: int = 20
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +96,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if self.switch_optimizer not in ("lazy_adam", "adam"):
+            raise ValueError(f"switch_optimizer must be 'lazy_adam' or 'adam', got {self.switch_optimizer!r}")
+        if not isinstance(self.bn_recalibration, int) or self.bn_recalibration < 0:
+            raise ValueError(f"bn_recalibration must be a number of batches >= 0, got {self.bn_recalibration!r}")
         if self.cost_weighted not in (None, "params", "macs"):
             raise ValueError(f"cost_weighted must be None, 'params' or 'macs', got {self.cost_weighted!r}")
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
@@ -174,6 +186,7 @@ class Trainer:
         self.round_rng = torch.Generator().manual_seed(c.seed)
         self._round_start = self.round_rng.get_state()
         self.round = self.step_in_round = self.global_step = 0
+        self.calibrated = False
         self.history = History(model.domain_names)
         self._pending: list[tuple[dict, torch.Tensor]] = []
 
@@ -196,7 +209,8 @@ class Trainer:
             switches = m.switch_parameters()
             for p in switches:
                 p.requires_grad_(True)
-            self.opt_switches = torch.optim.Adam(switches, lr=c.lr_switches)
+            optimizer = LazyAdam if c.switch_optimizer == "lazy_adam" else torch.optim.Adam
+            self.opt_switches = optimizer(switches, lr=c.lr_switches)
         self.opt_sgd = torch.optim.SGD(sgd, lr=c.lr_heads, momentum=c.momentum, weight_decay=c.weight_decay)
         self.schedulers = [
             torch.optim.lr_scheduler.MultiStepLR(opt, list(c.lr_milestones), c.lr_gamma)
@@ -353,6 +367,10 @@ class Trainer:
                 self.round += 1
                 self.step_in_round = 0
                 self.save()
+            if self.budget is not None and self.config.bn_recalibration and not self.calibrated:
+                recalibrate_batchnorm(self.model, self.loaders, self.config.bn_recalibration)
+                self.calibrated = True
+                self.save()
         finally:
             self._flush()
             if bar is not None:
@@ -388,6 +406,7 @@ class Trainer:
             "round": self.round,
             "step_in_round": self.step_in_round,
             "global_step": self.global_step,
+            "calibrated": self.calibrated,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history.state_dict(),
@@ -424,6 +443,7 @@ class Trainer:
         self._round_start = state["round_start"]
         self.round_rng.set_state(state["round_rng"])
         self.round, self.step_in_round, self.global_step = state["round"], state["step_in_round"], state["global_step"]
+        self.calibrated = state["calibrated"]
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -435,3 +455,33 @@ class Trainer:
             atomic_save(self.state_dict(), self.checkpoint)
         elif self.checkpoint is None:
             self._flush()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: MultiDomainNet, loaders: Sequence, batches: int = 20) -> None:
+    """Recompute every domain's BatchNorm running statistics with its current switches.
+
+    During simultaneous training a domain's switches keep changing after its last batches (the sharing loss
+    moves them while other domains train), so the running statistics its BatchNorms collected no longer match
+    the masks the model is evaluated with. This runs ``batches`` training batches of each domain through the
+    model, averaging the statistics of each batch equally (``momentum=None``); nothing else changes.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, DomainBatchNorm2d)]
+    for d, loader in enumerate(loaders):
+        bns = [m.bns[d] for m in norms]
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        for k, (x, _) in enumerate(loader.iterate()):
+            if k == batches:
+                break
+            model(x.to(device), d)
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+            bn.eval()
+    model.train(was_training)
