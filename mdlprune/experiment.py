@@ -149,7 +149,7 @@ def evaluate_method(
         rel_params = 1.0  # one shared frozen backbone (heads excluded)
         trained_model = model
     else:  # finetune: one model per domain
-        accs = {n: acc(m.to(device).eval(), 0, 0) for n, m in zip(bench.names, trained.models)}
+        accs = {n: acc(m.to(device).eval(), d, 0) for d, (n, m) in enumerate(zip(bench.names, trained.models))}
         rel_macs = sum(count_macs(m, size, 0) for m in trained.models) / (len(bench) * base_macs)
         rel_params = float(len(trained.models))  # one full backbone per domain
         trained_model = None

@@ -1,0 +1,100 @@
+"""Experiments end to end on tiny data: train → evaluate for every method, configs, the shipped backbone."""
+
+import shutil
+
+import pytest
+import torch
+
+from mdlprune.cli import main
+from mdlprune.data import mini_decathlon
+from mdlprune.evaluate import accuracy, results_table
+from mdlprune.experiment import evaluate_method, mini_config, run_from_config, train_method
+from mdlprune.models import resnet26
+from mdlprune.pretrain import backbone_record, backbones_dir, load_backbone
+from mdlprune.serialization import CheckpointError, load_model
+
+TINY = {"train": 32, "val": 16, "test": 24}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    b = mini_decathlon(size=TINY, root=tmp_path_factory.mktemp("mini"), workers=2)
+    b.generate(include_source=False)
+    return b
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return resnet26(60, width=0.25)
+
+
+def cfg(method, beta=0.5, **kw):
+    return mini_config(method, beta, quick=True, epochs=1, batch_size=16, **kw)
+
+
+def test_finetune_scores_each_model_on_its_own_domain(bench, backbone, tmp_path):
+    trained = train_method("finetune", backbone, bench, cfg("finetune"), checkpoint_dir=tmp_path, progress=False)
+    assert [m.domain_names for m in trained.models] == [(n,) for n in bench.names]
+    result = evaluate_method(trained, bench, backbone, crops=1)
+    for d, (name, model) in enumerate(zip(bench.names, trained.models)):
+        expected = accuracy(model, bench.targets[d].loader("test", 256), 0)
+        assert result.accuracies[name] == pytest.approx(expected)
+    assert result.rel_params == len(bench) and result.beta is None
+
+
+@pytest.mark.parametrize("method", ["ours", "ba2"])
+def test_pruned_methods_are_evaluated_after_pruning(bench, backbone, tmp_path, method):
+    trained = train_method(method, backbone, bench, cfg(method, lr_lambda=2.0), checkpoint_dir=tmp_path, progress=False)
+    result = evaluate_method(trained, bench, backbone)
+    assert result.notes["max_abs_diff_pruned"] <= 1e-5 * result.notes["max_abs_output"]
+    assert set(result.theta_bar) == set(bench.names) and 0 < result.union_fraction <= 1
+    assert result.rel_macs < 1.0 and result.rel_params > 0
+    table = results_table([result], {n: 50.0 for n in bench.names})
+    assert table.rows[0][0] == ("Ours" if method == "ours" else "BA²") + " β=0.50"
+
+
+def test_a_finished_run_is_loaded(bench, backbone, tmp_path):
+    first = train_method("feature", backbone, bench, cfg("feature"), checkpoint_dir=tmp_path, progress=False)
+    again = train_method("feature", backbone, bench, cfg("feature"), checkpoint_dir=tmp_path, progress=False)
+    a, b = first.models[0].state_dict(), again.models[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_prune_evaluate_from_a_configuration(bench, tmp_path, capsys):
+    config = {
+        "data": {"benchmark": "mini", "size": TINY, "root": str(bench.root), "domains": ["digits", "signs"]},
+        "model": {"backbone": "resnet26", "width": 0.25},
+        "train": {"method": "ours", "beta": 0.5, "epochs": 1, "batch_size": 16, "lr_lambda": 2.0},
+        "output": str(tmp_path / "run"),
+        "device": "cpu",
+    }
+    assert run_from_config(config, stage="train") == 0
+    assert "θ̄ per domain: digits" in capsys.readouterr().out
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.domain_names == ("digits", "signs")
+    assert main(["prune", "--model", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "pruned.pt")]) == 0
+    assert "max |Δ output|" in capsys.readouterr().out
+    assert run_from_config(config, stage="evaluate", model_path=tmp_path / "pruned.pt") == 0
+    out = capsys.readouterr().out
+    assert "| digits |" in out and "relative Params" in out
+    with pytest.raises(ValueError, match="unknown mini-decathlon domains"):
+        run_from_config({**config, "data": {**config["data"], "domains": ["svhn"]}}, stage="train")
+
+
+def test_the_shipped_backbone_loads_offline_and_is_verified(tmp_path):
+    record = backbone_record()
+    assert record["source_test_accuracy"] > 50 and record["sha256"]
+    model = load_backbone()
+    assert model.fc.out_features == record["num_classes"]
+    # a corrupted copy is refused
+    folder = tmp_path / "backbones"
+    shutil.copytree(backbones_dir(), folder)
+    weights = folder / record["file"]
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match its recorded SHA-256"):
+        load_backbone(folder=folder)
+    with pytest.raises(FileNotFoundError, match="no backbone record"):
+        load_backbone("resnet99", folder=folder)

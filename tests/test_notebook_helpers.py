@@ -1,0 +1,48 @@
+"""The logic behind the notebooks' widgets and set-up, and the timing helper."""
+
+import os
+
+import pytest
+import torch
+
+from mdlprune.notebook import dual_ascent_toy, plot_dual_ascent, plot_round_plans, random_union, setup
+from mdlprune.timing import measure
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5, 0.8])
+def test_dual_ascent_toy_meets_the_budget_with_the_best_switches(beta):
+    run = dual_ascent_toy(beta, steps=1500)
+    assert run["theta"][0] == 1.0 and run["theta"][-1] <= beta
+    assert run["theta"][-1] >= beta - 0.02
+    assert run["kept_importance"][0] == pytest.approx(run["best_importance"][0], abs=0.01)
+    assert max(run["lam"]) > 0
+
+
+def test_dual_ascent_plot_has_labelled_axes():
+    fig = plot_dual_ascent(0.4, 0.05)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["step", "step"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["θ̄", "λ"]
+
+
+def test_random_union():
+    assert random_union(1, 0.5) == 0.5
+    assert random_union(5, 0.5) == pytest.approx(0.96875)
+
+
+def test_round_plan_picture():
+    fig = plot_round_plans({"round_robin": [(0,), (0,), (1,)], "mixed": [(0, 1), (0,)]}, ["a", "b"])
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "training step in the round"
+
+
+def test_setup_uses_one_overridable_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MDLPRUNE_DATA", raising=False)
+    monkeypatch.setenv("MDLPRUNE_QUICK", "1")
+    s = setup(root=tmp_path)
+    assert s.quick and s.checkpoints == tmp_path.resolve() / "runs" / "notebooks" / "quick"
+    assert s.checkpoints.is_dir() and os.environ["MDLPRUNE_DATA"] == str(tmp_path.resolve() / "data" / "cache")
+
+
+def test_measure_times_a_callable():
+    x = torch.randn(64, 64)
+    t = measure(lambda: x @ x, threads=1, min_run_time=0.05)
+    assert t.median_ms > 0 and t.iqr_ms >= 0 and t.runs >= 1 and t.threads == 1
