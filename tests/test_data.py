@@ -342,3 +342,48 @@ def test_torchvision_dataset_missing(tmp_path):
         torchvision_decathlon(tmp_path, ["dtd"], download=False)
     with pytest.raises(ValueError, match="unknown preset domain 'mnist'"):
         torchvision_decathlon(tmp_path, ["mnist"], download=False)
+
+
+# -- the resumable loader for real datasets ---------------------------------------------------------------
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]), i
+
+
+def test_dataset_loader_resumes_the_same_order_and_shards_global_batches():
+    from mdlprune.data.loaders import DatasetLoader
+
+    loader = DatasetLoader(_Numbers(), 4, shuffle=True, seed=3, drop_last=True)
+    assert len(loader) == 5
+    first = [y.tolist() for _, y in loader]
+    assert sorted(sum(first, [])) == list(range(20))
+    state = loader.state_dict()
+    second = [y.tolist() for _, y in loader]
+    assert second != first
+    loader.load_state_dict(state)
+    assert [y.tolist() for _, y in loader] == second  # a checkpoint between epochs continues with epoch 2
+    loader.load_state_dict({**state, "epoch_start": loader.state_dict()["epoch_start"]})
+    assert [y.tolist() for _, y in loader.iterate(start=3, resume=True)] == second[3:]
+    # two ranks see disjoint halves of the same global batches
+    parts = []
+    for rank in (0, 1):
+        shard = DatasetLoader(_Numbers(), 4, shuffle=True, seed=3, drop_last=True, rank=rank, world_size=2)
+        parts.append([y.tolist() for _, y in shard])
+    for a, b, full in zip(parts[0], parts[1], first):
+        assert sorted(a + b) == sorted(full) and len(a) == len(b) == 2
+    with pytest.raises(ValueError, match="cannot be split evenly over 3 processes"):
+        list(DatasetLoader(_Numbers(), 4, shuffle=False, world_size=3))
+
+
+def test_creating_an_epoch_iterator_draws_nothing(bench):
+    """The trainer creates every domain's iterator at the start of a round; a checkpoint taken before a domain's
+    turn must find its generator untouched."""
+    loader = bench["digits"].loader("train", 5, seed=1)
+    before = loader.state_dict()
+    it = loader.iterate()
+    assert torch.equal(loader.state_dict()["generator"], before["generator"])
+    next(it)
+    assert not torch.equal(loader.state_dict()["generator"], before["generator"])

@@ -15,7 +15,6 @@ Two ways to read a domain:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .domains import DOMAINS, GENERATOR_VERSION, QUICK_SIZES, SOURCE, TARGETS, DomainSpec
+from .base import Benchmark, EpochLoader
 
 __all__ = ["mini_decathlon", "MiniDecathlon", "MiniDomain", "MiniDataset", "TensorLoader", "default_root", "quick_mode"]
 
@@ -140,6 +140,8 @@ class MiniDomain:
         seed: int = 0,
         drop_last: bool = False,
         full: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> "TensorLoader":
         """The fast path: a :class:`TensorLoader` over ``split`` held on ``device`` as one tensor.
         ``full=True`` yields the uncropped stored images, for 5- and 10-crop testing."""
@@ -148,11 +150,11 @@ class MiniDomain:
         return TensorLoader(
             images, labels, batch_size, self.bench.stored_size if full else self.bench.image_size, *self.stats,
             shuffle=train if shuffle is None else shuffle, augment=train if augment is None else augment,
-            flip=self.flip, seed=seed, drop_last=drop_last,
+            flip=self.flip, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
         )  # fmt: skip
 
 
-class MiniDecathlon:
+class MiniDecathlon(Benchmark):
     """The mini-decathlon: five target domains (iterate over them) and a ``source`` domain."""
 
     def __init__(self, image_size: int, seed: int, sizes: dict[str, dict[str, int]], root: Path, workers: int):
@@ -165,25 +167,8 @@ class MiniDecathlon:
         self.source = MiniDomain(SOURCE, self, sizes[SOURCE.name])
         self.targets = [MiniDomain(spec, self, sizes[spec.name]) for spec in TARGETS]
 
-    @property
-    def names(self) -> list[str]:
-        return [d.name for d in self.targets]
-
-    @property
-    def num_classes(self) -> list[int]:
-        return [d.num_classes for d in self.targets]
-
-    def __getitem__(self, name: str) -> MiniDomain:
-        for d in (*self.targets, self.source):
-            if d.name == name:
-                return d
-        raise KeyError(f"unknown domain {name!r}: the mini-decathlon has {self.names} and 'source'")
-
-    def __iter__(self) -> Iterator[MiniDomain]:
-        return iter(self.targets)
-
-    def __len__(self) -> int:
-        return len(self.targets)
+    def _all_domains(self) -> list[MiniDomain]:
+        return [*self.targets, self.source]
 
     def __repr__(self) -> str:
         return f"MiniDecathlon({self.image_size} px, seed {self.seed}, targets={self.names}, cache={self.cache_dir})"
@@ -227,9 +212,10 @@ class MiniDecathlon:
         fig, axes = plt.subplots(len(domains), 1, figsize=(per_domain * 0.9 + 1.8, len(domains) * 1.0 + 0.2))
         for ax, d in zip(np.atleast_1d(axes), domains):
             images, labels = d.arrays(split)
-            # one sample of as many different classes as possible
-            picks = [int(np.flatnonzero(labels == c)[0]) for c in range(min(per_domain, d.num_classes))]
-            picks += list(range(per_domain - len(picks)))
+            # one sample each of classes spread over the whole label range
+            classes = np.unique(np.linspace(0, d.num_classes - 1, per_domain).round().astype(int))
+            picks = [int(np.flatnonzero(labels == c)[0]) for c in classes if (labels == c).any()]
+            picks += [i for i in range(len(labels)) if i not in picks][: per_domain - len(picks)]
             ax.imshow(np.concatenate([images[i] for i in picks], axis=1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -317,56 +303,25 @@ class MiniDataset(torch.utils.data.Dataset):
         return (x.float() / 255 - self.mean) / self.std, int(self.labels[i])
 
 
-class TensorLoader:
+class TensorLoader(EpochLoader):
     """Batches from a split held as one uint8 tensor (on any device): shuffling, random crops, flips and
-    normalisation happen batch-wise on that device.
-
-    All the randomness of an epoch (order, crop offsets, flips) is drawn at its start from a CPU
-    ``torch.Generator``: after ``load_state_dict(state)``, ``iterate(start=k, resume=True)`` replays the
-    interrupted epoch from batch k, and ``iterate()`` continues with the next epoch, exactly.
-    """
+    normalisation happen batch-wise on that device. Resumable and shardable as every
+    :class:`~mdlprune.data.base.EpochLoader`: an epoch's order, crop offsets and flips are all drawn at its
+    start."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, crop: int, mean, std, *,
-                 shuffle: bool, augment: bool, flip: bool, seed: int = 0, drop_last: bool = False):  # fmt: skip
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.images, self.labels = images, labels
-        self.batch_size, self.crop = batch_size, crop
-        self.shuffle, self.augment, self.flip, self.drop_last = shuffle, augment, flip, drop_last
+                 shuffle: bool, augment: bool, flip: bool, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):  # fmt: skip
+        super().__init__(len(labels), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)  # fmt: skip
+        self.images, self.labels, self.crop = images, labels, crop
+        self.augment, self.flip = augment, flip
         dev = images.device
         self.mean = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=dev).view(1, 3, 1, 1)
-        self.generator = torch.Generator().manual_seed(seed)
-        self._epoch_state = self.generator.get_state()
 
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
-    def state_dict(self) -> dict:
-        """The generator's state now, and at the start of the current (or last) epoch."""
-        return {"generator": self.generator.get_state(), "epoch_start": self._epoch_state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._epoch_state = state["epoch_start"]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.iterate()
-
-    def iterate(self, start: int = 0, resume: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch, from batch ``start``. A new epoch draws its order, crops and flips from the generator;
-        ``resume=True`` replays the epoch that was under way when :meth:`state_dict` was taken."""
-        if resume:
-            self.generator.set_state(self._epoch_state)
-        else:
-            self._epoch_state = self.generator.get_state()
-        n, g, dev = len(self.labels), self.generator, self.images.device
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+    def _batches(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, g, dev = self.num_samples, self.generator, self.images.device
         pad = self.images.shape[-1] - self.crop
         if self.augment:
             offsets = torch.randint(0, pad + 1, (n, 2), generator=g)
@@ -376,7 +331,7 @@ class TensorLoader:
             flips = torch.zeros(n, dtype=torch.bool)
         ar = torch.arange(self.crop)
         for k in range(start, len(self)):
-            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            idx = self.batch_indices(order, k)
             x = self.images[idx.to(dev)]
             b, c, h, w = x.shape
             if pad:

@@ -22,9 +22,12 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from .crops import MultiCrop
-from .decathlon import DatasetNotFoundError
+from .decathlon import DECATHLON_DOMAINS, NO_FLIP, DatasetNotFoundError, DecathlonDataset, channel_stats, decathlon_transform
+from .base import Benchmark
+from .loaders import DatasetLoader
 
-__all__ = ["RealDomain", "torchvision_decathlon", "imagenet_to_sketch", "TORCHVISION_DECATHLON", "SKETCH_DOMAINS"]
+__all__ = ["RealDomain", "RealBenchmark", "torchvision_decathlon", "imagenet_to_sketch", "decathlon_devkit",
+           "TORCHVISION_DECATHLON", "SKETCH_DOMAINS"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -69,11 +72,9 @@ def _transforms(train_size: int, resize: int, flip: bool, mean, std, crops: int,
         train.append(T.RandomHorizontalFlip())
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     test_size = train_size if (flip or random_resized) else resize
-    if crops == 1:
-        test = [T.Resize(resize), T.CenterCrop(test_size), *norm]
-    else:
-        test = [T.Resize(resize), T.CenterCrop(resize), *norm, MultiCrop(train_size, crops)]
-    return T.Compose(train + norm), T.Compose(test)
+    val = [T.Resize(resize), T.CenterCrop(test_size), *norm]
+    test = val if crops == 1 else [T.Resize(resize), T.CenterCrop(resize), *norm, MultiCrop(train_size, crops)]
+    return T.Compose(train + norm), T.Compose(val), T.Compose(test)
 
 
 # name → (torchvision class, kwargs for train, val (or None: hold out), test, classes, flip)
@@ -106,7 +107,7 @@ def torchvision_decathlon(
             raise ValueError(f"unknown preset domain {name!r}: choose from {list(TORCHVISION_DECATHLON)}")
         cls, train_kw, val_kw, test_kw, classes, flip = TORCHVISION_DECATHLON[name]
         crops = test_crops or (10 if flip else 5)
-        t_train, t_test = _transforms(64, 72, flip, IMAGENET_MEAN, IMAGENET_STD, crops)
+        t_train, t_val, t_test = _transforms(64, 72, flip, IMAGENET_MEAN, IMAGENET_STD, crops)
         try:
             base_train = cls(str(root), download=download, **train_kw)
             if name == "omniglot":  # 20 drawings per character: 12 train, 4 val, 4 test
@@ -114,15 +115,15 @@ def torchvision_decathlon(
                 for i, (_, c) in enumerate(base_train._flat_character_images):
                     by_class.setdefault(c, []).append(i)
                 parts = [[i for ids in by_class.values() for i in ids[a:b]] for a, b in ((0, 12), (12, 16), (16, 20))]
-                splits = [_Split(base_train, p, t) for p, t in zip(parts, (t_train, t_test, t_test))]
+                splits = [_Split(base_train, p, t) for p, t in zip(parts, (t_train, t_val, t_test))]
             else:
                 base_test = cls(str(root), download=download, **test_kw)
                 if val_kw is None:
                     tr, va = _holdout(len(base_train), val_fraction, seed)
-                    splits = [_Split(base_train, tr, t_train), _Split(base_train, va, t_test), _Split(base_test, None, t_test)]
+                    splits = [_Split(base_train, tr, t_train), _Split(base_train, va, t_val), _Split(base_test, None, t_test)]
                 else:
                     base_val = cls(str(root), download=download, **val_kw)
-                    splits = [_Split(base_train, None, t_train), _Split(base_val, None, t_test), _Split(base_test, None, t_test)]
+                    splits = [_Split(base_train, None, t_train), _Split(base_val, None, t_val), _Split(base_test, None, t_test)]
         except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
             raise DatasetNotFoundError(
                 f"{name}: {e} (looked in {root}); run with download=True on a machine with internet, or copy "
@@ -159,7 +160,7 @@ def imagenet_to_sketch(
                 "in this layout)"
             )
         crops = 1 if name in _PRECROPPED else 10
-        t_train, t_test = _transforms(224, 256, True, IMAGENET_MEAN, IMAGENET_STD, crops, random_resized=True)
+        t_train, t_val, t_test = _transforms(224, 256, True, IMAGENET_MEAN, IMAGENET_STD, crops, random_resized=True)
         try:
             base_train = datasets.ImageFolder(str(folders[0]))
             base_test = datasets.ImageFolder(str(folders[1]))
@@ -173,7 +174,57 @@ def imagenet_to_sketch(
         tr, va = _holdout(len(base_train), val_fraction, seed)
         out[name] = RealDomain(
             name, len(base_train.classes),
-            _Split(base_train, tr, t_train), _Split(base_train, va, t_test), _Split(base_test, None, t_test),
+            _Split(base_train, tr, t_train), _Split(base_train, va, t_val), _Split(base_test, None, t_test),
             flip=True, test_crops=crops,
         )  # fmt: skip
     return out
+
+
+def decathlon_devkit(root: str | os.PathLike, domains: Sequence[str] | None = None, max_stat_images: int = 1000) -> dict[str, RealDomain]:
+    """The Visual Decathlon from its devkit (see :mod:`mdlprune.data.decathlon`), with per-dataset mean/std
+    computed on the training images. The devkit's test labels are withheld (the evaluation server has them),
+    so ``test`` is the labelled validation split here, tested with the protocol's crops."""
+    out = {}
+    for name in domains or [d for d in DECATHLON_DOMAINS if d != "imagenet12"]:
+        train_raw = DecathlonDataset(root, name, "train")
+        mean, std = channel_stats(train_raw, max_stat_images)
+        crops = 5 if name in NO_FLIP else 10
+        train = DecathlonDataset(root, name, "train", decathlon_transform(name, True, mean, std))
+        val = DecathlonDataset(root, name, "val", decathlon_transform(name, False, mean, std))
+        test = DecathlonDataset(root, name, "val", decathlon_transform(name, False, mean, std, crops=crops))
+        out[name] = RealDomain(name, train_raw.num_classes, train, val, test, flip=name not in NO_FLIP, test_crops=crops)
+    return out
+
+
+class _RealTarget:
+    """A :class:`RealDomain` with the mini-decathlon's domain interface (``loader(...)``)."""
+
+    def __init__(self, domain: RealDomain, num_workers: int):
+        self.domain, self.num_workers = domain, num_workers
+        self.name, self.num_classes, self.flip = domain.name, domain.num_classes, domain.flip
+        self.test_crops = domain.test_crops
+
+    def loader(self, split: str, batch_size: int = 64, shuffle: bool | None = None, augment: bool | None = None,
+               device=None, seed: int = 0, drop_last: bool = False, full: bool = False, rank: int = 0,
+               world_size: int = 1) -> DatasetLoader:  # fmt: skip
+        """``split``'s batches; the transforms decide crops and augmentation (``augment`` and ``full`` are
+        accepted for interface compatibility: the test split already yields the protocol's crops)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}: choose 'train', 'val' or 'test'")
+        return DatasetLoader(getattr(self.domain, split), batch_size, shuffle=split == "train" if shuffle is None else shuffle,
+                             seed=seed, drop_last=drop_last, num_workers=self.num_workers, device=device,
+                             rank=rank, world_size=world_size)  # fmt: skip
+
+
+class RealBenchmark(Benchmark):
+    """Real domains behind the interface the trainer and evaluator use for the mini-decathlon."""
+
+    def __init__(self, domains: dict[str, RealDomain], image_size: int, num_workers: int = 4):
+        self.targets = [_RealTarget(d, num_workers) for d in domains.values()]
+        self.image_size = image_size
+
+    def generate(self, include_source: bool = False) -> float:
+        return 0.0  # real data are read from disk as needed
+
+    def __repr__(self) -> str:
+        return f"RealBenchmark({self.names}, {self.image_size} px)"
