@@ -185,7 +185,7 @@ def _train(args: argparse.Namespace) -> int:
     """Train one method as a configuration file says; resumes from the output folder's checkpoint."""
     from .experiment import run_from_config
 
-    return run_from_config(args.config, args.set, stage="train", argv=args.argv)
+    return run_from_config(args.config, args.set, stage="train", argv=args.argv, dry_run=args.dry_run)
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. train.beta=0.25")
         if name == "evaluate":
             p.add_argument("--model", required=True, help="a model file written by train or prune")
+        else:
+            p.add_argument("--dry-run", action="store_true", help="build the model and data pipeline, load one batch "
+                           "per domain, and stop")  # fmt: skip
 
     p = add("prune", _prune, "prune a trained model file; checks the pruned model computes the same function")
     p.add_argument("--model", required=True, help="the trained multi-domain model (model.pt written by train)")
@@ -283,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
         print(f"mdlprune {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class TrainedMethod:
     models: list[MultiDomainNet]
     histories: list[History]
     seconds: float
+    divergence: float | None = None  # under torchrun: the largest difference between ranks' switches and λ
 
 
 def _checkpoint(folder: Path | None, name: str) -> Path | None:
@@ -79,8 +80,14 @@ def train_method(
     """Train ``method`` ("ours", "ba2", "feature", "finetune") on every domain of ``bench``.
 
     With ``checkpoint_dir``, each run writes its checkpoint there and picks up from it: a finished run is
-    loaded instead of trained again, an interrupted one continues where it stopped.
+    loaded instead of trained again, an interrupted one continues where it stopped. Under ``torchrun`` the
+    loaders shard every global batch over the ranks and the BatchNorms synchronise their statistics
+    (:mod:`mdlprune.distributed`); the returned models have plain BatchNorms again.
     """
+    from .distributed import convert_sync_batchnorm, is_distributed, revert_sync_batchnorm
+
+    rank = torch.distributed.get_rank() if is_distributed() else 0
+    world = torch.distributed.get_world_size() if is_distributed() else 1
     config = config or mini_config(method)
     if config.method != method:
         config = dataclasses.replace(config, method=method).validate()
@@ -88,20 +95,24 @@ def train_method(
     name = tag or (method if method in ("feature", "finetune") else f"{method}-beta{config.beta:g}")
     groups = [list(range(len(bench)))] if method != "finetune" else [[d] for d in range(len(bench))]
     per_step = config.batch_size // len(bench) if config.schedule == "mixed" else config.batch_size
-    models, histories = [], []
+    models, histories, divergence = [], [], None
     for domains in groups:
         doms = [bench.targets[d] for d in domains]
         model = to_multidomain(backbone, [d.num_classes for d in doms], domain_names=[d.name for d in doms]).to(device)
-        loaders = [d.loader("train", max(1, per_step), device=device, seed=1000 * config.seed + i, drop_last=True)
-                   for i, d in zip(domains, doms)]  # fmt: skip
+        if world > 1:
+            convert_sync_batchnorm(model)
+        loaders = [d.loader("train", max(1, per_step), device=device, seed=1000 * config.seed + i, drop_last=True,
+                            rank=rank, world_size=world) for i, d in zip(domains, doms)]  # fmt: skip
         suffix = f"-{doms[0].name}" if method == "finetune" else ""
         trainer = Trainer(
             model, loaders, config, sharing_loss=sharing_loss, checkpoint=_checkpoint(checkpoint_dir, name + suffix),
             input_size=(3, bench.image_size, bench.image_size), progress=progress,
         )  # fmt: skip
         histories.append(trainer.fit(resume=True))
-        models.append(model.eval())
-    return TrainedMethod(method, config, models, histories, time.perf_counter() - t0)
+        if trainer.divergence is not None:
+            divergence = max(divergence or 0.0, trainer.divergence)
+        models.append(revert_sync_batchnorm(model).eval())
+    return TrainedMethod(method, config, models, histories, time.perf_counter() - t0, divergence)
 
 
 @torch.no_grad()
@@ -121,7 +132,7 @@ def evaluate_method(
 
     def acc(model, d, domain_arg):
         dom = bench.targets[d]
-        n = protocol_crops(dom.flip) if crops == "protocol" else int(crops)
+        n = getattr(dom, "test_crops", protocol_crops(dom.flip)) if crops == "protocol" else int(crops)
         loader = dom.loader(split, 256, device=device, full=n > 1)
         return accuracy(model, loader, domain_arg, crops=n, crop_size=bench.image_size if n > 1 else None)
 
@@ -238,36 +249,72 @@ def benchmark_from_config(data_cfg: dict):
                 raise ValueError(f"unknown mini-decathlon domains {unknown}: choose from {bench.names}")
             bench.targets = [bench[d] for d in data_cfg["domains"]]
         return bench
-    raise ValueError(f"unknown benchmark {kind!r}: choose mini, decathlon, torchvision or sketch")
+    from .data.presets import RealBenchmark, decathlon_devkit, imagenet_to_sketch, torchvision_decathlon
+
+    if kind not in ("decathlon", "torchvision", "sketch"):
+        raise ValueError(f"unknown benchmark {kind!r}: choose mini, decathlon, torchvision or sketch")
+    if not data_cfg.get("root"):
+        raise ValueError(f"the {kind} benchmark needs data.root: the folder holding (or receiving) its datasets")
+    domains = data_cfg.get("domains")
+    if kind == "decathlon":
+        return RealBenchmark(decathlon_devkit(data_cfg["root"], domains), 64, data_cfg.get("num_workers", 4))
+    if kind == "torchvision":
+        found = torchvision_decathlon(data_cfg["root"], domains, download=data_cfg.get("download", False))
+        return RealBenchmark(found, 64, data_cfg.get("num_workers", 4))
+    return RealBenchmark(imagenet_to_sketch(data_cfg["root"], domains), 224, data_cfg.get("num_workers", 4))
 
 
-def run_from_config(source, overrides=None, stage: str = "train", model_path=None, argv=None) -> int:
-    """``mdlprune train`` / ``mdlprune evaluate``: see :mod:`mdlprune.config` for the file format."""
+def run_from_config(source, overrides=None, stage: str = "train", model_path=None, argv=None, dry_run: bool = False) -> int:
+    """``mdlprune train`` / ``mdlprune evaluate``: see :mod:`mdlprune.config` for the file format. Under
+    ``torchrun`` every process runs this; rank 0 alone writes and prints."""
     import yaml
 
-    from .config import load_config, resolve_device
+    from .config import load_config
+    from .distributed import init_from_env
     from .report import Table
     from .serialization import load_model, save_model
 
     cfg = load_config(source, overrides)
-    device = resolve_device(cfg["device"])
     train_cfg = TrainConfig.from_dict(cfg["train"])
+    info = init_from_env(cfg["device"])
+    device = info.device
     bench = benchmark_from_config(cfg["data"])
     backbone = backbone_from_config(cfg["model"])
     out = Path(cfg["output"])
+    if dry_run:
+        model = to_multidomain(backbone, bench.num_classes, domain_names=bench.names)
+        shapes = []
+        for d, dom in enumerate(bench.targets):
+            x, y = next(iter(dom.loader("train", min(train_cfg.batch_size, 4), drop_last=False)))
+            with torch.no_grad():
+                shapes.append(f"{dom.name}: batch {tuple(x.shape)} → logits {tuple(model.eval()(x, d).shape)}")
+        print(f"dry run of {source}: {type(backbone).__name__} with {model.num_switches} switches per domain, "
+              f"{train_cfg.method} at β = {train_cfg.beta}, {len(bench)} domains on {device}")  # fmt: skip
+        print("\n".join(shapes))
+        return 0
     if stage == "train":
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        trained = train_method(train_cfg.method, backbone, bench, train_cfg, device=device, checkpoint_dir=out, tag="checkpoint")
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        trained = train_method(train_cfg.method, backbone, bench, train_cfg, device=device, checkpoint_dir=out,
+                               tag="checkpoint", progress=info.is_main)  # fmt: skip
+        if not info.is_main:
+            return 0
         names = ["model.pt"] if len(trained.models) == 1 else [f"model-{d.name}.pt" for d in bench.targets]
         for model, name, history in zip(trained.models, names, trained.histories):
             save_model(model.cpu(), out / name)
             (out / name.replace("model", "history").replace(".pt", ".json")).write_text(json.dumps(history.state_dict()))
-        print(f"trained {train_cfg.method} on {bench.names} in {trained.seconds:.0f} s; wrote {', '.join(names)} to {out}")
+        if info.world_size > 1:
+            (out / "distributed.json").write_text(json.dumps(
+                {"world_size": info.world_size, "max_divergence_between_ranks": trained.divergence}, indent=2) + "\n")
+        print(f"trained {train_cfg.method} on {bench.names} in {trained.seconds:.0f} s"
+              f"{f' on {info.world_size} processes' if info.world_size > 1 else ''}; wrote {', '.join(names)} to {out}")
         if train_cfg.method in ("ours", "ba2"):
             masks = torch.cat(list(trained.models[0].masks().values()), dim=1)
             print("θ̄ per domain: " + ", ".join(f"{n} {masks[d].float().mean():.3f}" for d, n in enumerate(bench.names))
                   + f" (β = {train_cfg.beta}); channels used by some domain: {masks.any(0).float().mean():.3f}")  # fmt: skip
+        return 0
+    if not info.is_main:
         return 0
     model = load_model(model_path, map_location=device).eval()
     if list(model.domain_names) != bench.names:
@@ -277,7 +324,7 @@ def run_from_config(source, overrides=None, stage: str = "train", model_path=Non
     base_macs, base_bits = count_macs(backbone, size), param_bits(backbone)
     table = Table(["domain", "accuracy (%)", "crops", "relative MACs"], digits=3, title=f"{model_path} ({bench.names})")
     for d, dom in enumerate(bench.targets):
-        n = protocol_crops(dom.flip)
+        n = getattr(dom, "test_crops", protocol_crops(dom.flip))
         acc = accuracy(model, dom.loader("test", 256, device=device, full=True), d, crops=n, crop_size=bench.image_size)
         table.add(dom.name, round(acc, 2), n, count_macs(model, size, d) / base_macs)
     print(table)

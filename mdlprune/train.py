@@ -37,6 +37,7 @@ from .domain import DomainBatchNorm2d
 from .history import History
 from .losses import BudgetLoss, check_beta, intersection, make_sharing_loss, union
 from .metrics import switch_costs
+from .distributed import barrier, is_distributed, max_divergence
 from .multidomain import MultiDomainNet
 from .optim import LazyAdam
 from .serialization import CheckpointError, atomic_save, load_checkpoint
@@ -71,7 +72,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    lr_lambda: float = 0.05
+    lr_lambda: float = 1.0
     sharing: str = "intersection"
     lambda_ps: float = 1.0
     learnable_lambda_ps: bool = False
@@ -133,6 +134,11 @@ class Trainer:
         input_size: ``(C, H, W)``, needed only for MAC-weighted budgets.
         progress: show a ``tqdm.auto`` progress bar.
         log_every: convert the logged values to Python floats every this many steps (one device sync).
+
+    Under ``torchrun`` (a process group of several ranks is initialised), the trainer wraps the model in
+    ``DistributedDataParallel``; the loaders must shard each global batch (``rank``, ``world_size``), and the
+    model's BatchNorms should be :class:`mdlprune.distributed.SyncBatchNorm2d` (see
+    :func:`mdlprune.experiment.train_method`, which arranges both).
     """
 
     def __init__(
@@ -146,9 +152,6 @@ class Trainer:
         input_size: Sequence[int] | None = None,
         progress: bool = True,
         log_every: int = 10,
-        forward_model: nn.Module | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ):
         self.config = config.validate()
         if not isinstance(model, MultiDomainNet):
@@ -162,14 +165,21 @@ class Trainer:
             empty = [model.domain_names[d] for d, loader in enumerate(loaders) if len(loader) == 0]
             raise ValueError(f"the training loaders of {empty} are empty")
         self.model = model
-        self.forward_model = forward_model or model  # e.g. a DistributedDataParallel wrapper
         self.loaders = list(loaders)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.progress, self.log_every = progress, max(1, int(log_every))
-        self.rank, self.world_size = rank, world_size
+        self.rank = torch.distributed.get_rank() if is_distributed() else 0
+        self.world_size = torch.distributed.get_world_size() if is_distributed() else 1
         self.device = next(model.parameters()).device
         c = self.config
         self._setup_parameters()
+        self.forward_model: nn.Module = model
+        if self.world_size > 1:
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # the other domains' heads and BatchNorms sit out every step
+            )  # fmt: skip
+        self.divergence: float | None = None
 
         self.budget = None
         if c.method in ("ours", "ba2"):
@@ -305,7 +315,11 @@ class Trainer:
         """Turn the pending per-step tensors into floats with one transfer, and log them."""
         if not self._pending:
             return
-        numbers = torch.stack([t for _, t in self._pending]).cpu().tolist()
+        stacked = torch.stack([t for _, t in self._pending])
+        if self.world_size > 1:  # losses differ between ranks' shards: log their mean
+            torch.distributed.all_reduce(stacked)
+            stacked /= self.world_size
+        numbers = stacked.cpu().tolist()
         for (record, _), row in zip(self._pending, numbers):
             keys = record.pop("_keys")
             entry = dict(record)
@@ -324,6 +338,8 @@ class Trainer:
         exactly where it stopped. ``callback(trainer)`` runs after every step (e.g. to stop early)."""
         if resume and self.checkpoint is not None and self.checkpoint.is_file():
             self.load_state_dict(load_checkpoint(self.checkpoint, map_location=self.device))
+        if self.round < self.config.epochs:
+            self.calibrated = False  # (more rounds than the checkpoint's run: calibrate again at the end)
         bar = None
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm
@@ -371,6 +387,10 @@ class Trainer:
                 recalibrate_batchnorm(self.model, self.loaders, self.config.bn_recalibration)
                 self.calibrated = True
                 self.save()
+            if self.world_size > 1:  # the ranks must agree: same switches, same multipliers
+                tensors = [p.detach() for p in self.model.switch_parameters()]
+                tensors += [self.budget.lam] if self.budget is not None else []
+                self.divergence = max_divergence(tensors)
         finally:
             self._flush()
             if bar is not None:
@@ -450,11 +470,11 @@ class Trainer:
         self.history = History.from_state_dict(state["history"])
 
     def save(self) -> None:
-        """Write the checkpoint (atomically; only rank 0 writes)."""
+        """Write the checkpoint (atomically; only rank 0 writes, the others wait for it)."""
+        state = self.state_dict()  # (flushes the logs: a collective operation under torchrun)
         if self.checkpoint is not None and self.rank == 0:
-            atomic_save(self.state_dict(), self.checkpoint)
-        elif self.checkpoint is None:
-            self._flush()
+            atomic_save(state, self.checkpoint)
+        barrier()
 
 
 @torch.no_grad()
@@ -477,10 +497,12 @@ def recalibrate_batchnorm(model: MultiDomainNet, loaders: Sequence, batches: int
             bn.reset_running_stats()
             bn.momentum = None
             bn.train()
+        saved = loader.state_dict()  # leave the training randomness untouched
         for k, (x, _) in enumerate(loader.iterate()):
             if k == batches:
                 break
             model(x.to(device), d)
+        loader.load_state_dict(saved)
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
             bn.eval()
