@@ -81,9 +81,9 @@ class BudgetLoss(nn.Module):
         num_domains: N.
         beta: the budget β ∈ (0, 1].
         lr_lambda: the dual step size η_λ. The gradient L_B puts on one switch is λ_d / M (M switches),
-            so λ_d must reach about M × |∂CE/∂s| before the budget wins over the task; the default 0.05
-            lets it get there within a few hundred steps on our backbones without overshooting far
-            (see ``docs/METHOD_NOTES.md``).
+            so λ_d must reach about M × |∂CE/∂s| before the budget wins over the task. The default 1.0 is
+            the value that met every domain's budget within 8 epochs on the mini-decathlon without
+            overshooting (0.05 left the smallest domain over budget, 2.0 overshot it: docs/RESULTS.md).
         weights: optional per-switch costs ``(M,)`` for the cost-weighted θ̄ (β becomes a MAC or
             parameter budget).
     """
@@ -91,7 +91,7 @@ class BudgetLoss(nn.Module):
     lam: torch.Tensor
 
     def __init__(
-        self, num_domains: int, beta: float, lr_lambda: float = 0.05, weights: torch.Tensor | None = None
+        self, num_domains: int, beta: float, lr_lambda: float = 1.0, weights: torch.Tensor | None = None
     ):
         super().__init__()
         self.beta = check_beta(beta)
