@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["DistInfo", "init_from_env", "is_distributed", "SyncBatchNorm2d", "convert_sync_batchnorm",
            "revert_sync_batchnorm", "all_reduce_sum", "max_divergence", "barrier"]  # fmt: skip
@@ -106,7 +105,12 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
                 n = float(count)
                 self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
                 self.running_var.mul_(1 - f).add_(var.detach() * n / max(n - 1, 1), alpha=f)
-        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        # Normalise by hand: F.batch_norm refuses statistics that require grad (they do here, through x).
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return x * scale.view(1, c, 1, 1) + shift.view(1, c, 1, 1)
 
 
 def _swap_batchnorms(module: nn.Module, to: type) -> nn.Module:

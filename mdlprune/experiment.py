@@ -98,7 +98,10 @@ def train_method(
     models, histories, divergence = [], [], None
     for domains in groups:
         doms = [bench.targets[d] for d in domains]
-        model = to_multidomain(backbone, [d.num_classes for d in doms], domain_names=[d.name for d in doms]).to(device)
+        with torch.random.fork_rng(devices=[]):  # the heads' initialisation depends on the seed alone
+            torch.manual_seed(config.seed)
+            model = to_multidomain(backbone, [d.num_classes for d in doms], domain_names=[d.name for d in doms])
+        model = model.to(device)
         if world > 1:
             convert_sync_batchnorm(model)
         loaders = [d.loader("train", max(1, per_step), device=device, seed=1000 * config.seed + i, drop_last=True,
@@ -278,6 +281,7 @@ def run_from_config(source, overrides=None, stage: str = "train", model_path=Non
     train_cfg = TrainConfig.from_dict(cfg["train"])
     info = init_from_env(cfg["device"])
     device = info.device
+    torch.manual_seed(train_cfg.seed)  # a randomly initialised backbone is the same on every rank and every run
     bench = benchmark_from_config(cfg["data"])
     backbone = backbone_from_config(cfg["model"])
     out = Path(cfg["output"])

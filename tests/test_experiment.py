@@ -61,6 +61,18 @@ def test_a_finished_run_is_loaded(bench, backbone, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_depends_on_its_seed_alone(bench, backbone, tmp_path):
+    """Whatever drew from the global RNG before, the heads start the same: a run is reproducible (and the
+    ranks of a distributed run start alike)."""
+    runs = []
+    for i, before in enumerate((1, 2)):
+        torch.manual_seed(before)
+        torch.rand(7)
+        trained = train_method("feature", backbone, bench, cfg("feature"), checkpoint_dir=tmp_path / str(i), progress=False)
+        runs.append(trained.models[0].state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
 def test_train_prune_evaluate_from_a_configuration(bench, tmp_path, capsys):
     config = {
         "data": {"benchmark": "mini", "size": TINY, "root": str(bench.root), "domains": ["digits", "signs"]},
