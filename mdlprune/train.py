@@ -107,6 +107,20 @@ class TrainConfig:
         make_sharing_loss(self.sharing)  # raises on an unknown name
         return self
 
+    #: the settings only the switch methods (BA², Ours) read, and those only Ours reads
+    SWITCH_SETTINGS = ("beta", "lr_switches", "lr_lambda", "cost_weighted", "switch_optimizer")
+    SHARING_SETTINGS = ("sharing", "lambda_ps", "learnable_lambda_ps", "lr_lambda_ps")
+
+    def settings_that_matter(self) -> dict[str, Any]:
+        """The settings this method's training depends on (``epochs`` and ``extra`` aside): a checkpoint
+        resumes under any configuration that agrees on these, e.g. a Finetune run whatever ``beta`` says."""
+        ignored = {"epochs", "extra"}
+        if self.method in ("feature", "finetune"):
+            ignored.update(self.SWITCH_SETTINGS)
+        if self.method != "ours":
+            ignored.update(self.SHARING_SETTINGS)
+        return {k: v for k, v in self.to_dict().items() if k not in ignored}
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
@@ -440,9 +454,9 @@ class Trainer:
             raise CheckpointError(
                 f"the checkpoint trains domains {state['domain_names']}, this trainer {list(self.model.domain_names)}"
             )
-        saved = {k: v for k, v in state["config"].items() if k != "extra"}
-        now = {k: v for k, v in self.config.to_dict().items() if k != "extra"}
-        changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v and k != "epochs"}
+        saved = state["config"]
+        now = self.config.settings_that_matter()
+        changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         if changed:
             raise CheckpointError(
                 f"the checkpoint was trained with other settings {changed} (saved, now): resume with the same "

@@ -37,12 +37,38 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(path: Path) -> nbformat.NotebookNode:
-    from nbclient import NotebookClient
+def execute(path: Path, timeout: float = 1800) -> nbformat.NotebookNode:
+    """Run every code cell in a fresh kernel (quick mode unless MDLPRUNE_QUICK says otherwise), recording the
+    outputs. We drive the kernel with jupyter_client directly: nbclient can stall on cells that display
+    ipywidgets until its timeout runs out (jupyter/nbclient#312)."""
+    from jupyter_client.manager import start_new_kernel
 
     os.environ.setdefault("MDLPRUNE_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
+    try:
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            outputs: list = []
+
+            def record(msg, outputs=outputs):
+                kind = msg["header"]["msg_type"]
+                if kind == "clear_output":
+                    outputs.clear()
+                elif kind == "stream" and outputs and outputs[-1].get("name") == msg["content"]["name"]:
+                    outputs[-1].text += msg["content"]["text"]  # one output per run of the same stream
+                elif kind in ("stream", "display_data", "execute_result", "error"):
+                    outputs.append(nbformat.v4.output_from_msg(msg))
+
+            reply = kc.execute_interactive(cell.source, timeout=timeout, output_hook=record, allow_stdin=False)
+            cell.outputs = outputs
+            if reply["content"]["status"] != "ok":
+                error = reply["content"]
+                raise RuntimeError(f"{path.name}: a cell failed ({error.get('ename')}: {error.get('evalue')}):\n{cell.source}")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
     return nb
 
 

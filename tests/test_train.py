@@ -161,6 +161,16 @@ def test_resume_refuses_other_settings(tmp_path):
         Trainer(model, loaders, cfg, checkpoint=tmp_path / "d.pt", progress=False).fit(resume=True)
 
 
+def test_resume_ignores_settings_the_method_does_not_read(tmp_path):
+    model, loaders, cfg = setup("finetune", epochs=1)
+    Trainer(model, loaders, cfg, checkpoint=tmp_path / "e.pt", progress=False).fit()
+    reference = snapshot(model)
+    model, loaders, cfg = setup("finetune", epochs=1, beta=0.25, lr_lambda=0.5, sharing="union")
+    steps = []
+    Trainer(model, loaders, cfg, checkpoint=tmp_path / "e.pt", progress=False).fit(resume=True, callback=lambda t: steps.append(1))
+    assert not steps and not changed(reference, model)
+
+
 def test_bad_configurations():
     with pytest.raises(ValueError, match=r"beta must be in \(0, 1\]"):
         TrainConfig(beta=1.5).validate()
