@@ -46,7 +46,8 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.375)
     p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     p.add_argument("--checkpoint", help="use the trained masks of this training checkpoint instead")
-    p.add_argument("--min-run-time", type=float, default=2.0)
+    p.add_argument("--min-run-time", type=float, default=4.0, help="seconds per model and setting, over the repeats")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved backbone/pruned measurements")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,12 +72,18 @@ def main() -> None:
             for batch in args.batches:
                 x = torch.randn(batch, *size, device=dev)
                 b = backbone.to(dev)
-                t_base = measure(lambda: b(x), dev, args.threads, args.min_run_time)
-                t_pruned = measure(lambda: pruned(x, 0), dev, args.threads, args.min_run_time)
-                ratio = t_pruned.median_ms / t_base.median_ms
+                # interleaved, so that drifts in machine load hit both alike; the median of the repeats
+                base_ms, pruned_ms = [], []
+                for _ in range(args.repeats):
+                    base_ms.append(measure(lambda: b(x), dev, args.threads, args.min_run_time / args.repeats).median_ms)
+                    pruned_ms.append(measure(lambda: pruned(x, 0), dev, args.threads, args.min_run_time / args.repeats).median_ms)
+                t_base, t_pruned = sorted(base_ms)[len(base_ms) // 2], sorted(pruned_ms)[len(pruned_ms) // 2]
+                ratios = sorted(p / q for p, q in zip(pruned_ms, base_ms))
+                ratio = ratios[len(ratios) // 2]
                 rows.append({"masks": label, "dependency-aware": aware, "batch": batch, "gathers": gathers,
-                             "MAC ratio": mac_ratio, "backbone ms": t_base.median_ms, "pruned ms": t_pruned.median_ms,
-                             "latency ratio": ratio, "latency / MAC ratio": ratio / mac_ratio})  # fmt: skip
+                             "MAC ratio": mac_ratio, "backbone ms": t_base, "pruned ms": t_pruned,
+                             "latency ratio": ratio, "ratio range": f"{ratios[0]:.2f}–{ratios[-1]:.2f}",
+                             "latency / MAC ratio": ratio / mac_ratio})  # fmt: skip
                 print(rows[-1], flush=True)
     print(markdown(rows, list(rows[0])))
     print(f"saved {save('pruned_inference', dev, rows, threads=args.threads, width=args.width)}")

@@ -77,8 +77,15 @@ def pareto_plot(results: Sequence[MethodResult], baseline: Mapping[str, float], 
         ax.axvline(1.0, color="k", lw=0.6, ls=":")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    axes[0, 1].set_xscale("log")
-    axes[1, 1].set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    params = [r.rel_params for r in results]
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 50) if min(params) / 1.5 <= t <= max(params) * 1.5]
+    for ax in axes[:, 1]:  # Params span orders of magnitude (Finetune: N backbones): log axis, plain labels
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(title or "accuracy and S-score against cost (up and left is better)")
     fig.tight_layout()
     return fig

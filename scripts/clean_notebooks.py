@@ -1,5 +1,6 @@
 """Strip the notebooks for committing: no outputs except those of cells marked ``# NBVAL_CHECK_OUTPUT`` (nbval
-compares them), no execution counts, no widget state.
+compares them, and needs them numbered as run: they are counted 1, 2, ...), no other execution counts, no widget
+state.
 
     python scripts/clean_notebooks.py notebooks/*.ipynb            # clean in place
     python scripts/clean_notebooks.py --execute notebooks/*.ipynb  # run in quick mode first (fills the checked outputs)
@@ -18,11 +19,14 @@ MARK = "NBVAL_CHECK_OUTPUT"
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    checked = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         cell.execution_count = None
         if MARK in cell.source:
+            checked += 1
+            cell.execution_count = checked  # nbval compares outputs only of cells that were run
             outputs = []
             for out in cell.outputs:
                 if out.output_type == "execute_result":
