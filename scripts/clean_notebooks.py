@@ -4,6 +4,7 @@ state.
 
     python scripts/clean_notebooks.py notebooks/*.ipynb            # clean in place
     python scripts/clean_notebooks.py --execute notebooks/*.ipynb  # run in quick mode first (fills the checked outputs)
+    MDLPRUNE_QUICK=0 python scripts/clean_notebooks.py --execute --output-dir runs/full notebooks/05_pruning.ipynb
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -80,8 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--execute", action="store_true", help="execute (quick mode) before cleaning")
+    parser.add_argument("--output-dir", type=Path, help="with --execute: write the executed notebooks, all outputs "
+                        "kept, to this folder and leave the originals alone (e.g. for a full run, MDLPRUNE_QUICK=0)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.output_dir and not args.execute:
+        parser.error("--output-dir needs --execute")
     for path in args.paths:
+        if args.output_dir:
+            t0 = time.perf_counter()
+            nb = execute(path)
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, args.output_dir / path.name)
+            print(f"executed {path} in {time.perf_counter() - t0:.0f} s → {args.output_dir / path.name}")
+            continue
         nb = execute(path) if args.execute else nbformat.read(path, as_version=4)
         nbformat.write(clean(nb), path)
         print(f"cleaned {path}")
