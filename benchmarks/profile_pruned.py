@@ -89,17 +89,15 @@ def main() -> None:
             row["pruned layer ms (gather, mask, conv)"] += t_pruned
     rows = []
     for stage, r in stages.items():
-        rows.append({"stage": stage, "resolution": "", **{k: round(v, 3) for k, v in r.items()}})
+        rows.append({"stage": stage, **{k: round(v, 3) for k, v in r.items()}})
         rows[-1]["MAC ratio"] = r["pruned MMACs"] / r["backbone MMACs"]
         rows[-1]["time ratio"] = r["pruned layer ms (gather, mask, conv)"] / r["backbone conv ms"]
         rows[-1]["backbone GMAC/s"] = r["backbone MMACs"] * args.batch / r["backbone conv ms"]
     total = {k: sum(r[k] for r in stages.values()) for k in next(iter(stages.values()))}
-    rows.append({"stage": "all convolutions", "resolution": "", **{k: round(v, 3) for k, v in total.items()},
+    rows.append({"stage": "all convolutions", **{k: round(v, 3) for k, v in total.items()},
                  "MAC ratio": total["pruned MMACs"] / total["backbone MMACs"],
                  "time ratio": total["pruned layer ms (gather, mask, conv)"] / total["backbone conv ms"],
                  "backbone GMAC/s": total["backbone MMACs"] * args.batch / total["backbone conv ms"]})  # fmt: skip
-    for r in rows:
-        r.pop("resolution")
     print(f"{label}: per stage, batch {args.batch}, {args.size} px, {args.threads} threads")
     print(markdown(rows, list(rows[0])))
 
