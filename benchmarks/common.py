@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+from mdlprune.experiments.provenance import machine_info as machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine(device: str) -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        cpu = model
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "cpu": cpu,
-        "cores": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device,
-    }
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return info
 
 
 def save(name: str, device: str, rows: list[dict], **extra) -> Path:

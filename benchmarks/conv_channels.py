@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from common import markdown, save
 
-from mdlprune.timing import measure
+from mdlprune.experiments.timing import measure
 
 
 def main() -> None:

@@ -21,18 +21,16 @@ from pathlib import Path
 import torch
 from common import markdown, save
 
+import mdlprune
+from mdlprune.data import load_backbone, mini_decathlon
+from mdlprune.experiments.runs import mini_config
+from mdlprune.training import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def throughput(device: str, size: int, batch: int, steps: int, channels_last: bool, bf16: bool) -> dict:
     """Images/s of BA²+sharing training steps on the mini-decathlon, data on ``device``."""
-    from mdlprune.data import mini_decathlon
-    from mdlprune.experiment import mini_config
-    from mdlprune.pretrain import load_backbone
-    from mdlprune.train import Trainer
-
-    import mdlprune
-
     bench = mini_decathlon(image_size=size, size={"train": max(batch * 4, 512), "val": 8, "test": 8})
     bench.generate(include_source=False)
     model = mdlprune.to_multidomain(load_backbone(), bench.num_classes, domain_names=bench.names).to(device)
@@ -50,7 +48,7 @@ def throughput(device: str, size: int, batch: int, steps: int, channels_last: bo
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
                 trainer.train_step([(d, x, y)])
-        trainer._flush()
+        trainer.log.flush()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 

@@ -22,10 +22,10 @@ from common import markdown, save
 from pruned_inference import shared_masks
 
 import mdlprune
-from mdlprune.pretrain import load_backbone
-from mdlprune.prune import PrunedConv2d
-from mdlprune.serialization import load_checkpoint
-from mdlprune.timing import measure
+from mdlprune.data.shipped import load_backbone
+from mdlprune.method.prune import PrunedConv2d
+from mdlprune.training.checkpoint import load_checkpoint
+from mdlprune.experiments.timing import measure
 
 
 def conv_inputs(model: nn.Module, kind: type, x: torch.Tensor, *args) -> dict[str, tuple[nn.Module, torch.Tensor]]:

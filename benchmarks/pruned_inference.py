@@ -19,10 +19,10 @@ import torch
 from common import markdown, save
 
 import mdlprune
-from mdlprune.models import resnet26
-from mdlprune.prune import PrunedConv2d
-from mdlprune.serialization import load_checkpoint
-from mdlprune.timing import measure
+from mdlprune.method.backbones import resnet26
+from mdlprune.method.prune import PrunedConv2d
+from mdlprune.training.checkpoint import load_checkpoint
+from mdlprune.experiments.timing import measure
 
 
 @torch.no_grad()

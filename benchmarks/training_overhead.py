@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from common import markdown, save
 
 import mdlprune
-from mdlprune.losses import BudgetLoss, IntersectionLoss
-from mdlprune.models import resnet26
-from mdlprune.timing import measure
+from mdlprune.method.losses import BudgetLoss, IntersectionLoss
+from mdlprune.method.backbones import resnet26
+from mdlprune.experiments.timing import measure
 
 
 def steps(backbone, batch: int, size: int, device: str):

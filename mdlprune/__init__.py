@@ -5,28 +5,26 @@ One frozen backbone serves N domains. Every convolution gets per-domain binary s
 channels; a budget loss keeps each domain under a budget β, a sharing loss pulls the domains onto the same
 channels, and the channels no domain uses are physically pruned.
 
-Modules, one concept each (read them in this order):
+The package is layered; each layer imports only from the layers above it in this list:
 
-=====================  ==============================================================================
-``switch``             :class:`SwitchConv2d`, binary switches with straight-through gradients (eqs. 2-3)
-``domain``             :class:`DomainBatchNorm2d` and :class:`DomainHeads`, per-domain layers
-``multidomain``        :func:`to_multidomain`: any torchvision-style CNN → :class:`MultiDomainNet`
-``models``             the papers' backbones: Rebuffi's ResNet-26, Wide ResNet-28-k
-``losses``             budget loss with dual ascent (eq. 4), sharing losses (eq. 5)
-``dependencies``       which producers' filters pruning may remove (FX graph analysis)
-``prune``              :func:`prune`: the physically smaller model
-``metrics``            MACs (THOP), parameter memory, S-score, S_O, S_P
-``serialization``      atomic saves; loading with ``weights_only=True``
-=====================  ==============================================================================
+=================  ==========================================================================================
+``method``         the paper: switches, per-domain layers, losses, pruning, metrics, backbones (torch only)
+``training``       configuration, the method table, the round-robin trainer, checkpoints, distributed runs
+``data``           the embedded mini-decathlon, the real benchmarks, multi-crop testing, the shipped files
+``experiments``    runs, evaluation, tables, plots, the ``mdlprune`` command
+``course``         the notebooks' helpers
+=================  ==========================================================================================
+
+The names below are the public API; ``docs/METHOD.md`` explains the method section by section.
 """
 
-from .domain import DomainBatchNorm2d, DomainHeads, DomainModule
-from .losses import BudgetLoss, IntersectionLoss, JaccardLoss, SharingLoss, UnionLoss
-from .metrics import count_macs, param_bits, relative_macs, relative_param_bits, s_o, s_p, s_score
-from .multidomain import MultiDomainNet, randomize_switches, to_multidomain
-from .prune import PrunedConv2d, prune
-from .serialization import load_model, save_model
-from .switch import SwitchConv2d, binarize
+from .method.domain import DomainBatchNorm2d, DomainHeads, DomainModule
+from .method.losses import BudgetLoss, IntersectionLoss, JaccardLoss, SharingLoss, UnionLoss
+from .method.metrics import count_macs, param_bits, relative_macs, relative_param_bits, s_o, s_p, s_score
+from .method.multidomain import MultiDomainNet, randomize_switches, to_multidomain
+from .method.prune import PrunedConv2d, prune
+from .method.switch import SwitchConv2d, binarize
+from .training.checkpoint import load_model, save_model
 
 __version__ = "0.1.0"
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mdlprune.cli import main
-from mdlprune.config import builtin_configs, load_config
+from mdlprune.experiments.cli import main
+from mdlprune.training.config import builtin_configs, load_config
 
 
 def run(capsys, *argv):
@@ -37,9 +37,13 @@ def test_missing_configuration(capsys):
 
 def test_bad_overrides(capsys):
     code, _, err = run(capsys, "train", "--config", "mini", "--set", "train.lr=0.1")
-    assert code == 2 and "unknown training options ['lr']" in err
+    assert code == 2 and "unknown setting train.lr" in err
+    code, _, err = run(capsys, "train", "--config", "mini", "--set", "train.lr_domian=0.1")
+    assert code == 2 and "unknown setting train.lr_domian (did you mean 'lr_domain'?)" in err
     code, _, err = run(capsys, "train", "--config", "mini", "--set", "model.depth=50")
-    assert code == 2 and "unknown key model.depth" in err
+    assert code == 2 and "unknown setting model.depth" in err
+    code, _, err = run(capsys, "train", "--config", "mini", "--set", "foo=1")
+    assert code == 2 and "unknown configuration section 'foo'" in err
     code, _, err = run(capsys, "train", "--config", "mini", "--set", "beta")
     assert code == 2 and "section.key=value" in err
 
@@ -48,10 +52,23 @@ def test_shipped_configurations_parse():
     assert "mini" in builtin_configs()
     for name in builtin_configs():
         cfg = load_config(name)
-        assert set(cfg) == {"data", "model", "train", "output", "device"}
+        assert set(cfg.to_dict()) == {"data", "model", "train", "output", "device"}
 
 
 def test_smoke_prints_equal_outputs_and_sizes(capsys):
     code, out, _ = run(capsys, "smoke", "--width", "0.25", "--domains", "3")
     assert code == 0
     assert "| pruned model |" in out and "max abs diff" in out
+
+
+def test_demo_and_sweep_refuse_zero_rounds_before_training(capsys):
+    code, _, err = run(capsys, "demo", "--rounds", "0")
+    assert code == 2 and "rounds must be an int >= 1" in err
+    code, _, err = run(capsys, "sweep", "--betas", "0.5", "2")
+    assert code == 2 and "beta must be in (0, 1]" in err
+
+
+def test_shipped_presets_extend_one_another():
+    quick, mini = load_config("mini-quick"), load_config("mini")
+    assert quick.data.size == "quick" and quick.train.rounds == 2
+    assert quick.train.lr_domain == mini.train.lr_domain and quick.train.sharing == mini.train.sharing

@@ -11,8 +11,8 @@ from PIL import Image
 
 from mdlprune.data import mini_decathlon
 from mdlprune.data.crops import MultiCrop, five_crops, multi_crop, predict, ten_crops
-from mdlprune.data.decathlon import DatasetNotFoundError, DecathlonDataset, channel_stats, decathlon_transform
-from mdlprune.data.presets import imagenet_to_sketch, torchvision_decathlon
+from mdlprune.data.real.decathlon import DatasetNotFoundError, DecathlonDataset, channel_stats, decathlon_transform
+from mdlprune.data.real.presets import imagenet_to_sketch, torchvision_decathlon
 
 TINY = {"train": 24, "val": 8, "test": 10}
 
@@ -354,7 +354,7 @@ class _Numbers(torch.utils.data.Dataset):
 
 
 def test_dataset_loader_resumes_the_same_order_and_shards_global_batches():
-    from mdlprune.data.loaders import DatasetLoader
+    from mdlprune.data.real.loaders import DatasetLoader
 
     loader = DatasetLoader(_Numbers(), 4, shuffle=True, seed=3, drop_last=True)
     assert len(loader) == 5

@@ -13,10 +13,10 @@ import torch.nn as nn
 import yaml
 from test_data import make_devkit, _jpeg
 
-from mdlprune.config import builtin_configs
-from mdlprune.distributed import SyncBatchNorm2d, convert_sync_batchnorm, max_divergence, revert_sync_batchnorm
-from mdlprune.experiment import run_from_config
-from mdlprune.serialization import load_checkpoint, load_model
+from mdlprune.training.config import builtin_configs, load_config
+from mdlprune.training.distributed import SyncBatchNorm2d, convert_sync_batchnorm, max_divergence, revert_sync_batchnorm
+from mdlprune.experiments.runs import train_from_config
+from mdlprune.training.checkpoint import load_checkpoint, load_model
 
 TINY = {"train": 64, "val": 16, "test": 16}
 
@@ -56,7 +56,7 @@ def _config(tmp_path, name, root, **train):
     cfg = {
         "data": {"benchmark": "mini", "size": TINY, "root": str(root)},
         "model": {"backbone": "resnet26", "width": 0.25},
-        "train": {"method": "ours", "beta": 0.5, "epochs": 2, "batch_size": 16, "lr_heads": 0.01,
+        "train": {"method": "ours", "beta": 0.5, "rounds": 2, "batch_size": 16, "lr_domain": 0.01,
                   "lr_switches": 3e-4, "lr_milestones": [1], "lr_lambda": 1.0, **train},
         "output": str(tmp_path / name),
         "device": "cpu",
@@ -86,7 +86,7 @@ def runs(tmp_path_factory):
     _train(_config(tmp, "two", tmp / "data"), 2)
     _train(_config(tmp, "one", tmp / "data"), 1)
     # stopped after one round on two processes, resumed for the second round on one process
-    _train(_config(tmp, "resumed", tmp / "data", epochs=1), 2)
+    _train(_config(tmp, "resumed", tmp / "data", rounds=1), 2)
     _train(_config(tmp, "resumed", tmp / "data"), 1)
     return tmp
 
@@ -98,7 +98,7 @@ def test_ranks_agree_exactly(runs):
 
 def _compare(a_dir, b_dir):
     a, b = load_model(a_dir / "model.pt"), load_model(b_dir / "model.pt")
-    masks_a, masks_b = a.masks(), b.masks()
+    masks_a, masks_b = a.layer_masks(), b.layer_masks()
     agree = sum(int((masks_a[k] == masks_b[k]).sum()) for k in masks_a) / sum(m.numel() for m in masks_a.values())
     sa, sb = a.state_dict(), b.state_dict()
     heads = max(float((sa[k] - sb[k]).abs().max()) for k in sa if ".heads." in k)
@@ -147,6 +147,7 @@ def fixtures(tmp_path_factory):
 
 OVERRIDES = {
     "mini": ["data.size=quick"],
+    "mini-quick": [],
     "mini-gpu": ["data.size=quick", "device=cpu"],
     "decathlon-wrn28": ["data.root={root}/decathlon", "data.domains=[aircraft]", "data.num_workers=0", "device=cpu",
                         "model.k=1"],
@@ -163,6 +164,6 @@ OVERRIDES = {
 def test_every_configuration_builds_its_model_and_data(name, fixtures, capsys):
     assert name in OVERRIDES, f"add a dry-run override for the new configuration {name}"
     overrides = [o.format(root=fixtures) for o in OVERRIDES[name]]
-    assert run_from_config(name, overrides, stage="train", dry_run=True) == 0
+    assert train_from_config(load_config(name, overrides), dry_run=True) == 0
     out = capsys.readouterr().out
-    assert f"dry run of {name}" in out and "→ logits" in out
+    assert "dry run:" in out and "→ logits" in out

@@ -5,13 +5,14 @@ import shutil
 import pytest
 import torch
 
-from mdlprune.cli import main
+from mdlprune.experiments.cli import main
 from mdlprune.data import mini_decathlon
-from mdlprune.evaluate import accuracy, results_table
-from mdlprune.experiment import evaluate_method, mini_config, run_from_config, train_method
-from mdlprune.models import resnet26
-from mdlprune.pretrain import backbone_record, backbones_dir, load_backbone
-from mdlprune.serialization import CheckpointError, load_model
+from mdlprune.experiments.evaluate import accuracy, results_table
+from mdlprune.experiments.runs import evaluate_from_config, evaluate_method, mini_config, train_from_config, train_method
+from mdlprune.method.backbones import resnet26
+from mdlprune.data.shipped import backbone_record, load_backbone, shipped_dir
+from mdlprune.training.checkpoint import CheckpointError, load_model
+from mdlprune.training.config import load_config
 
 TINY = {"train": 32, "val": 16, "test": 24}
 
@@ -30,7 +31,7 @@ def backbone():
 
 
 def cfg(method, beta=0.5, **kw):
-    return mini_config(method, beta, quick=True, epochs=1, batch_size=16, **kw)
+    return mini_config(method, beta, quick=True, rounds=1, batch_size=16, **kw)
 
 
 def test_finetune_scores_each_model_on_its_own_domain(bench, backbone, tmp_path):
@@ -77,21 +78,21 @@ def test_train_prune_evaluate_from_a_configuration(bench, tmp_path, capsys):
     config = {
         "data": {"benchmark": "mini", "size": TINY, "root": str(bench.root), "domains": ["digits", "signs"]},
         "model": {"backbone": "resnet26", "width": 0.25},
-        "train": {"method": "ours", "beta": 0.5, "epochs": 1, "batch_size": 16, "lr_lambda": 2.0},
+        "train": {"method": "ours", "beta": 0.5, "rounds": 1, "batch_size": 16, "lr_lambda": 2.0},
         "output": str(tmp_path / "run"),
         "device": "cpu",
     }
-    assert run_from_config(config, stage="train") == 0
+    assert train_from_config(load_config(config)) == 0
     assert "θ̄ per domain: digits" in capsys.readouterr().out
     model = load_model(tmp_path / "run" / "model.pt")
     assert model.domain_names == ("digits", "signs")
     assert main(["prune", "--model", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "pruned.pt")]) == 0
     assert "max |Δ output|" in capsys.readouterr().out
-    assert run_from_config(config, stage="evaluate", model_path=tmp_path / "pruned.pt") == 0
+    assert evaluate_from_config(load_config(config), tmp_path / "pruned.pt") == 0
     out = capsys.readouterr().out
     assert "| digits |" in out and "relative Params" in out
     with pytest.raises(ValueError, match="unknown mini-decathlon domains"):
-        run_from_config({**config, "data": {**config["data"], "domains": ["svhn"]}}, stage="train")
+        train_from_config(load_config({**config, "data": {**config["data"], "domains": ["svhn"]}}))
 
 
 def test_the_shipped_backbone_loads_offline_and_is_verified(tmp_path):
@@ -101,7 +102,7 @@ def test_the_shipped_backbone_loads_offline_and_is_verified(tmp_path):
     assert model.fc.out_features == record["num_classes"]
     # a corrupted copy is refused
     folder = tmp_path / "backbones"
-    shutil.copytree(backbones_dir(), folder)
+    shutil.copytree(shipped_dir() / "backbones", folder)
     weights = folder / record["file"]
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF

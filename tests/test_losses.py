@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdlprune import BudgetLoss, IntersectionLoss, JaccardLoss, UnionLoss, binarize, to_multidomain
-from mdlprune.losses import check_beta, intersection, make_sharing_loss, theta_bar, union
+from mdlprune.method.losses import check_beta, intersection, make_sharing_loss, theta_bar, union
 from helpers import TinyNet
 
 
@@ -116,7 +116,7 @@ def test_intersection_and_union_counts():
 
 def test_intersection_loss_value_and_gradient():
     m = masks_of(ROWS)
-    value = IntersectionLoss(lam=2.0)(m, 0.75)
+    value = IntersectionLoss(lambda_ps=2.0)(m, 0.75)
     assert value.item() == pytest.approx(2.0 * (1 - 2 / 3))
     value.backward()
     torch.testing.assert_close(m.grad, -2.0 / 3 * torch.tensor(DI, dtype=torch.float32))
@@ -124,14 +124,14 @@ def test_intersection_loss_value_and_gradient():
 
 def test_intersection_loss_is_zero_once_the_shared_set_fills_the_budget():
     m = masks_of(ROWS)
-    value = IntersectionLoss(lam=2.0)(m, 0.5)  # I = 2 = M β
+    value = IntersectionLoss(lambda_ps=2.0)(m, 0.5)  # I = 2 = M β
     value.backward()
     assert value.item() == 0.0 and torch.all(m.grad == 0)
 
 
 def test_union_loss_value_and_gradient():
     m = masks_of(ROWS)
-    value = UnionLoss(lam=2.0)(m, 0.75)
+    value = UnionLoss(lambda_ps=2.0)(m, 0.75)
     assert value.item() == pytest.approx(2.0 * (4 / 3 - 1))
     value.backward()
     torch.testing.assert_close(m.grad, 2.0 / 3 * torch.tensor(DU, dtype=torch.float32))
@@ -139,7 +139,7 @@ def test_union_loss_value_and_gradient():
 
 def test_jaccard_loss_value_and_gradient():
     m = masks_of(ROWS)
-    value = JaccardLoss(lam=2.0)(m, 0.75)
+    value = JaccardLoss(lambda_ps=2.0)(m, 0.75)
     assert value.item() == pytest.approx(2.0 * (1 - 2 / 4))
     value.backward()
     expected = -2.0 * (4 * torch.tensor(DI, dtype=torch.float32) - 2 * torch.tensor(DU, dtype=torch.float32)) / 16
@@ -147,9 +147,9 @@ def test_jaccard_loss_value_and_gradient():
 
 
 def test_learnable_lambda_ps_by_dual_ascent():
-    loss = IntersectionLoss(lam=1.0, learnable=True, lr_lambda=0.3)
+    loss = IntersectionLoss(lambda_ps=1.0, learnable=True, lr_lambda_ps=0.3)
     assert float(loss.dual_step(masks_of(ROWS), 0.75)) == pytest.approx(1.0 + 0.3 * (1 - 2 / 3))
-    fixed = IntersectionLoss(lam=1.0)
+    fixed = IntersectionLoss(lambda_ps=1.0)
     assert float(fixed.dual_step(masks_of(ROWS), 0.75)) == 1.0
 
 
@@ -157,7 +157,7 @@ def test_sharing_loss_reaches_the_switches_of_every_domain():
     model = to_multidomain(TinyNet(), [2, 2, 2])
     with torch.no_grad():
         model.backbone.conv2.switches[1, 0] = -1.0  # channel 0 of conv2: on in domains 0 and 2 only
-    IntersectionLoss(lam=1.0)(model.binary_masks(), 0.9).backward()
+    IntersectionLoss(lambda_ps=1.0)(model.binary_masks(), 0.9).backward()
     g = model.backbone.conv2.switches.grad
     assert g[1, 0] < 0  # gradient descent raises domain 1's switch: it is the one missing
     assert g[0, 0] == 0 and g[2, 0] == 0  # the others cannot complete the intersection alone
@@ -169,15 +169,15 @@ def test_a_user_written_loss_plugs_in():
 
     assert make_sharing_loss(my_loss) is my_loss
     m = masks_of(ROWS)
-    torch.testing.assert_close(my_loss(m, 0.75), IntersectionLoss(lam=1.0)(m, 0.75))
+    torch.testing.assert_close(my_loss(m, 0.75), IntersectionLoss(lambda_ps=1.0)(m, 0.75))
 
 
 def test_make_sharing_loss_by_name_and_errors():
-    assert isinstance(make_sharing_loss("union", lam=0.5), UnionLoss)
+    assert isinstance(make_sharing_loss("union", lambda_ps=0.5), UnionLoss)
     assert make_sharing_loss("none") is None and make_sharing_loss(None) is None
     with pytest.raises(ValueError, match=r"unknown sharing loss 'overlap': choose one of \['intersection', "):
         make_sharing_loss("overlap")
     with pytest.raises(TypeError, match="callable"):
         make_sharing_loss(3)
-    with pytest.raises(ValueError, match="lambda_PS must be >= 0"):
-        IntersectionLoss(lam=-1)
+    with pytest.raises(ValueError, match="lambda_ps must be >= 0"):
+        IntersectionLoss(lambda_ps=-1)

@@ -8,7 +8,7 @@ from test_prune import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from mdlprune import count_macs, param_bits, prune, randomize_switches, relative_param_bits, s_score, to_multidomain
-from mdlprune.metrics import DECATHLON_BASELINE, relative_macs, s_o, s_p, s_score_terms, switch_costs
+from mdlprune.method.metrics import DECATHLON_BASELINE, relative_macs, s_o, s_p, s_score_terms, switch_costs
 
 # Hand counts for tiny_model() on one 8×8 image (THOP's conventions: a conv output element costs
 # C_in·k² MACs, a BatchNorm element 4 ops (2, doubled when affine), the 8×8 adaptive average pool

@@ -8,7 +8,7 @@ from helpers import TinyNet, perturb_batchnorms
 
 import mdlprune
 from mdlprune import DomainBatchNorm2d, DomainHeads, SwitchConv2d, to_multidomain
-from mdlprune.models import resnet26, wrn28
+from mdlprune.method.backbones import resnet26, wrn28
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_structure(make):
     assert all(isinstance(modules[n], DomainBatchNorm2d) for n in bns)
     assert isinstance(model.heads, DomainHeads) and model.heads.num_classes == [3, 5, 7]
     assert model.num_domains == 3
-    masks = model.masks()
+    masks = model.layer_masks()
     assert list(masks) == convs
     for n, m in masks.items():
         assert m.dtype == torch.bool and m.shape == (3, modules[n].in_channels) and m.all()
@@ -90,15 +90,15 @@ def test_heads_have_the_right_sizes_and_names_work():
 def test_exclude_keeps_a_plain_frozen_conv():
     model = to_multidomain(TinyNet(), [2, 2], exclude=["conv1"])
     assert type(model.backbone.conv1) is nn.Conv2d and not model.backbone.conv1.weight.requires_grad
-    assert list(model.masks()) == ["conv2"]
+    assert list(model.layer_masks()) == ["conv2"]
 
 
 def test_randomize_switches_is_seeded_and_differs_per_domain():
     a = mdlprune.randomize_switches(to_multidomain(resnet26(width=0.25), [2, 2]), 0.5, seed=3)
     b = mdlprune.randomize_switches(to_multidomain(resnet26(width=0.25), [2, 2]), 0.5, seed=3)
-    for (n, ma), mb in zip(a.masks().items(), b.masks().values()):
+    for (n, ma), mb in zip(a.layer_masks().items(), b.layer_masks().values()):
         assert torch.equal(ma, mb)
-    flat = torch.cat(list(a.masks().values()), dim=1).float()
+    flat = torch.cat(list(a.layer_masks().values()), dim=1).float()
     assert 0.4 < flat.mean() < 0.6
     assert (flat[0] != flat[1]).any()
 

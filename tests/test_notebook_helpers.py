@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from mdlprune.notebook import dual_ascent_toy, plot_dual_ascent, plot_round_plans, random_union, setup
-from mdlprune.timing import measure
+from mdlprune.course import dual_ascent_toy, plot_dual_ascent, plot_round_plans, random_union, setup
+from mdlprune.experiments.timing import measure
 
 
 @pytest.mark.parametrize("beta", [0.2, 0.5, 0.8])

@@ -5,8 +5,8 @@ from helpers import TinyNet
 
 from mdlprune import to_multidomain
 from mdlprune.data.mini import TensorLoader
-from mdlprune.optim import LazyAdam
-from mdlprune.train import recalibrate_batchnorm
+from mdlprune.training.optim import LazyAdam
+from mdlprune.training import recalibrate_batchnorm
 
 
 def test_lazy_adam_equals_adam_when_every_gradient_is_non_zero():

@@ -8,9 +8,9 @@ from helpers import TinyNet, perturb_batchnorms
 
 import mdlprune
 from mdlprune import PrunedConv2d, SwitchConv2d, count_macs, prune, randomize_switches, to_multidomain
-from mdlprune.dependencies import channel_groups
-from mdlprune.models import resnet26, wrn28
-from mdlprune.serialization import CheckpointError, load_model, save_model, trusted_globals
+from mdlprune.method.dependencies import channel_groups
+from mdlprune.method.backbones import resnet26, wrn28
+from mdlprune.training.checkpoint import CheckpointError, load_model, save_model, trusted_globals
 
 BACKBONES = {
     "resnet18": (lambda: torchvision.models.resnet18(), 64),
@@ -72,7 +72,7 @@ def test_pruned_equals_masked(name, scenario):
     else:
         assert n_pruned < n_model and macs_pruned < macs_model
     # each conv keeps exactly the union of its domains' input channels
-    masks = model.masks()
+    masks = model.layer_masks()
     for layer, m in pruned.backbone.named_modules():
         if isinstance(m, PrunedConv2d):
             assert m.in_channels == int(masks[layer].any(0).sum())
@@ -105,14 +105,14 @@ def test_dependency_aware_pruning_removes_producer_filters_and_bn_channels():
     # conv1 reads input channels {0, 2} (a gather: the image is read by nothing else but it has 3 channels)
     assert conv1.weight.shape == (3, 2, 3, 3)
     assert conv1.in_index.tolist() == [0, 2]
-    assert conv1.masks.tolist() == [[True, True], [True, False]]  # domains differ: masks kept
+    assert conv1.domain_masks.tolist() == [[True, True], [True, False]]  # domains differ: masks kept
     # conv2 reads only channels {1, 2, 3} of conv1, so conv1 lost filter 0 and bn1 lost channel 0
     assert torch.equal(conv1.weight, model.backbone.conv1.weight[1:][:, [0, 2]])
     assert bn1.num_features == 3 and all(bn.num_features == 3 for bn in bn1.bns)
     assert torch.equal(bn1.bns[1].running_mean, model.backbone.bn1.bns[1].running_mean[1:])
     assert conv2.in_index is None  # conv1 now produces exactly what conv2 reads
     assert conv2.weight.shape == (6, 3, 3, 3)
-    assert conv2.masks.tolist() == [[True, False, True], [True, True, False]]
+    assert conv2.domain_masks.tolist() == [[True, False, True], [True, True, False]]
     assert_equivalent(model, pruned, 8, range(2))
 
 
@@ -129,7 +129,7 @@ def test_masks_are_dropped_where_all_domains_agree():
     with torch.no_grad():
         model.backbone.conv2.switches[:] = torch.tensor([[-1.0, 1, 1, 1], [-1, 1, 1, 1]])
     pruned = prune(model)
-    assert pruned.backbone.conv2.masks is None
+    assert pruned.backbone.conv2.domain_masks is None
 
 
 def test_a_layer_off_in_every_domain_outputs_its_bias():

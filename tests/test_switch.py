@@ -18,7 +18,7 @@ def test_initial_state_matches_the_paper():
     assert sc.switches.shape == (3, 5)
     assert torch.all(sc.switches == 1e-3)
     assert sc.threshold == 0.0
-    assert sc.mask(0).dtype == torch.bool and sc.mask(0).all()
+    assert sc.channel_mask(0).dtype == torch.bool and sc.channel_mask(0).all()
     assert not sc.weight.requires_grad and not sc.bias.requires_grad
     assert sc.switches.requires_grad
     assert torch.equal(sc.weight, conv.weight)  # a copy of the pretrained kernel ...
@@ -36,7 +36,7 @@ def test_forward_masks_input_channels_per_domain():
     conv, sc = make()
     with torch.no_grad():
         sc.switches[1] = torch.tensor([0.5, -0.1, 0.0, 2.0, -3.0])  # 0.0 is off: the test is s > 0
-    assert sc.mask(1).tolist() == [True, False, False, True, False]
+    assert sc.channel_mask(1).tolist() == [True, False, False, True, False]
     x = torch.randn(2, 5, 6, 6)
     keep = torch.tensor([1.0, 0, 0, 1, 0]).view(1, -1, 1, 1)
     torch.testing.assert_close(sc(x, 1), F.conv2d(x * keep, conv.weight, conv.bias, padding=1))

@@ -6,8 +6,8 @@ from helpers import TinyNet, perturb_batchnorms
 
 from mdlprune import to_multidomain
 from mdlprune.data.mini import TensorLoader
-from mdlprune.serialization import CheckpointError, load_checkpoint
-from mdlprune.train import Trainer, TrainConfig
+from mdlprune.training.checkpoint import CheckpointError, load_checkpoint
+from mdlprune.training import Trainer, TrainConfig
 
 
 def loader(n, classes, seed, batch=8):
@@ -19,12 +19,12 @@ def loader(n, classes, seed, batch=8):
     return TensorLoader(images, labels, batch, 8, [0.5] * 3, [0.25] * 3, shuffle=True, augment=True, flip=True, seed=seed)
 
 
-def setup(method="ours", sizes=(24, 16), epochs=2, **kw):
+def setup(method="ours", sizes=(24, 16), rounds=2, **kw):
     net = TinyNet()
     perturb_batchnorms(net)
     model = to_multidomain(net, [3, 4][: len(sizes)])
     loaders = [loader(n, c, i) for i, (n, c) in enumerate(zip(sizes, [3, 4]))]
-    cfg = TrainConfig(method=method, epochs=epochs, beta=kw.pop("beta", 0.5), lr_heads=0.05, lr_switches=1e-2,
+    cfg = TrainConfig(method=method, rounds=rounds, beta=kw.pop("beta", 0.5), lr_domain=0.05, lr_switches=1e-2,
                       lr_milestones=(1,), **kw)  # fmt: skip
     return model, loaders, cfg
 
@@ -59,7 +59,7 @@ def changed(before, model):
 
 @pytest.mark.parametrize("method", ["ours", "ba2", "feature", "finetune"])
 def test_each_method_trains_what_it_should(method):
-    model, loaders, cfg = setup(method, epochs=1)
+    model, loaders, cfg = setup(method, rounds=1)
     before = snapshot(model)
     Trainer(model, loaders, cfg, progress=False).fit()
     moved = changed(before, model)
@@ -77,9 +77,9 @@ def test_each_method_trains_what_it_should(method):
 
 
 def test_budget_is_met_and_logged():
-    model, loaders, cfg = setup("ours", sizes=(48, 48), epochs=6, beta=0.4, lr_lambda=1.0)
+    model, loaders, cfg = setup("ours", sizes=(48, 48), rounds=6, beta=0.4, lr_lambda=1.0)
     history = Trainer(model, loaders, cfg, progress=False, log_every=3).fit()
-    masks = torch.cat(list(model.masks().values()), dim=1).float()
+    masks = torch.cat(list(model.layer_masks().values()), dim=1).float()
     assert (masks.mean(1) <= 0.4 + 0.02).all()
     last = history.records[-1]
     for key in ("ce", "L_B", "L_PS", "lambda_0", "lambda_1", "theta_0", "theta_1", "intersection", "union"):
@@ -92,9 +92,9 @@ def test_budget_is_met_and_logged():
 
 
 def test_ba2_has_no_sharing_loss_and_ours_has_it():
-    model, loaders, cfg = setup("ba2", epochs=1)
+    model, loaders, cfg = setup("ba2", rounds=1)
     assert Trainer(model, loaders, cfg, progress=False).sharing is None
-    model, loaders, cfg = setup("ours", epochs=1, sharing="union")
+    model, loaders, cfg = setup("ours", rounds=1, sharing="union")
     assert type(Trainer(model, loaders, cfg, progress=False).sharing).__name__ == "UnionLoss"
     calls = []
 
@@ -102,7 +102,7 @@ def test_ba2_has_no_sharing_loss_and_ours_has_it():
         calls.append(masks.shape)
         return masks.sum() * 0
 
-    model, loaders, cfg = setup("ours", epochs=1)
+    model, loaders, cfg = setup("ours", rounds=1)
     Trainer(model, loaders, cfg, sharing_loss=mine, progress=False).fit()
     assert calls and calls[0] == (2, 7)
 
@@ -112,7 +112,7 @@ def test_resume_after_a_crash_mid_epoch_gives_the_same_weights(tmp_path, schedul
     """Train 3 rounds uninterrupted; train again but crash in the middle of a domain's epoch, then resume
     from the last checkpoint with a fresh model and trainer: the final weights must be identical."""
     torch.manual_seed(1)
-    model, loaders, cfg = setup("ours", epochs=3, schedule=schedule)
+    model, loaders, cfg = setup("ours", rounds=3, schedule=schedule)
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "a.pt", progress=False).fit()
     reference = snapshot(model)
 
@@ -129,14 +129,14 @@ def test_resume_after_a_crash_mid_epoch_gives_the_same_weights(tmp_path, schedul
             raise Crash
 
     torch.manual_seed(1)
-    model, loaders, cfg = setup("ours", epochs=3, schedule=schedule)
+    model, loaders, cfg = setup("ours", rounds=3, schedule=schedule)
     with pytest.raises(Crash):
         Trainer(model, loaders, cfg, checkpoint=tmp_path / "b.pt", progress=False).fit(callback=crash)
     saved = load_checkpoint(tmp_path / "b.pt")
     assert 0 < saved["global_step"] < crashed_at[0] < total
 
     torch.manual_seed(123)  # everything fresh, even the initial weights: the checkpoint restores it all
-    model, loaders, cfg = setup("ours", epochs=3, schedule=schedule)
+    model, loaders, cfg = setup("ours", rounds=3, schedule=schedule)
     history = Trainer(model, loaders, cfg, checkpoint=tmp_path / "b.pt", progress=False).fit(resume=True)
     after = model.state_dict()
     assert all(torch.equal(reference[k], after[k]) for k in reference)
@@ -144,28 +144,28 @@ def test_resume_after_a_crash_mid_epoch_gives_the_same_weights(tmp_path, schedul
 
 
 def test_a_finished_run_is_loaded_not_retrained(tmp_path):
-    model, loaders, cfg = setup("ba2", epochs=1)
+    model, loaders, cfg = setup("ba2", rounds=1)
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "c.pt", progress=False).fit()
     reference = snapshot(model)
-    model, loaders, cfg = setup("ba2", epochs=1)
+    model, loaders, cfg = setup("ba2", rounds=1)
     steps = []
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "c.pt", progress=False).fit(resume=True, callback=lambda t: steps.append(1))
     assert not steps and not changed(reference, model)
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    model, loaders, cfg = setup("ours", epochs=1)
+    model, loaders, cfg = setup("ours", rounds=1)
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "d.pt", progress=False).fit()
-    model, loaders, cfg = setup("ours", epochs=1, beta=0.25)
+    model, loaders, cfg = setup("ours", rounds=1, beta=0.25)
     with pytest.raises(CheckpointError, match=r"other settings \{'beta': \(0.5, 0.25\)\}"):
         Trainer(model, loaders, cfg, checkpoint=tmp_path / "d.pt", progress=False).fit(resume=True)
 
 
 def test_resume_ignores_settings_the_method_does_not_read(tmp_path):
-    model, loaders, cfg = setup("finetune", epochs=1)
+    model, loaders, cfg = setup("finetune", rounds=1)
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "e.pt", progress=False).fit()
     reference = snapshot(model)
-    model, loaders, cfg = setup("finetune", epochs=1, beta=0.25, lr_lambda=0.5, sharing="union")
+    model, loaders, cfg = setup("finetune", rounds=1, beta=0.25, lr_lambda=0.5, sharing="union")
     steps = []
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "e.pt", progress=False).fit(resume=True, callback=lambda t: steps.append(1))
     assert not steps and not changed(reference, model)
@@ -173,16 +173,16 @@ def test_resume_ignores_settings_the_method_does_not_read(tmp_path):
 
 def test_bad_configurations():
     with pytest.raises(ValueError, match=r"beta must be in \(0, 1\]"):
-        TrainConfig(beta=1.5).validate()
+        TrainConfig(beta=1.5)
     with pytest.raises(ValueError, match="unknown method 'prune'"):
-        TrainConfig(method="prune").validate()
+        TrainConfig(method="prune")
     with pytest.raises(ValueError, match="unknown schedule"):
-        TrainConfig(schedule="random").validate()
-    with pytest.raises(ValueError, match="epochs must be a positive int"):
-        TrainConfig(epochs=0).validate()
+        TrainConfig(schedule="random")
+    with pytest.raises(ValueError, match="rounds must be an int >= 1"):
+        TrainConfig(rounds=0)
     with pytest.raises(ValueError, match="unknown sharing loss"):
-        TrainConfig(sharing="overlap").validate()
-    with pytest.raises(ValueError, match=r"unknown training options \['lr'\]"):
+        TrainConfig(sharing="overlap")
+    with pytest.raises(ValueError, match=r"unknown setting train.lr"):
         TrainConfig.from_dict({"lr": 0.1})
     model, loaders, cfg = setup()
     with pytest.raises(ValueError, match="1 training loaders for a model with 2 domains"):

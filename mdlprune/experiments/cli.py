@@ -1,0 +1,267 @@
+"""The ``mdlprune`` command line (also ``python -m mdlprune``).
+
+=============  ===================================================================================
+``demo``       the main job: BA² and Ours at one β on the mini-decathlon, pruned, evaluated (≤ 10 min CPU)
+``sweep``      Feature, Finetune, and BA² / Ours over a β sweep: the results table and Pareto plots
+``train``      train one method from a configuration file (resumable)
+``prune``      prune a trained model file and check that it computes the same function
+``evaluate``   accuracy per domain, MACs and Params of a model file
+``smoke``      no training: random switches, prune, size table (seconds)
+=============  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.mini import mini_decathlon
+from ..data.shipped import load_backbone, load_baseline
+from ..method.backbones import resnet26
+from ..method.metrics import count_macs, param_bits
+from ..method.multidomain import randomize_switches, to_multidomain
+from ..method.prune import compare_outputs, prune
+from ..training.checkpoint import load_model, save_model
+from ..training.config import load_config, quick_mode, resolve_device
+from ..training.methods import METHODS
+from .evaluate import results_table
+from .plots import pareto_plot
+from .provenance import command, machine
+from .report import Table, format_bits
+from .runs import evaluate_from_config, mini_config, run_methods, save_results, train_from_config
+
+__all__ = ["main", "build_parser"]
+
+
+# -- smoke -------------------------------------------------------------------------------------------------
+def _smoke(args: argparse.Namespace) -> int:
+    """Build a multi-domain ResNet-26, switch channels off at random, prune, report sizes (no training)."""
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    backbone = resnet26(width=args.width)
+    num_classes = [10, 40, 16, 25, 20][: args.domains]
+    model = to_multidomain(backbone, num_classes).eval()
+    randomize_switches(model, keep=args.keep, seed=args.seed)
+    pruned = prune(model)
+    size = (3, args.image_size, args.image_size)
+    x = torch.randn(8, *size)
+    base_macs, base_bits = count_macs(backbone, size), param_bits(backbone)
+    table = Table(["domain", "MACs (switches)", "MACs (pruned)", "relative MACs", "max abs diff"], digits=3)
+    for d in range(model.num_domains):
+        diff = compare_outputs(model, pruned, x, domains=[d]).max_abs_diff
+        macs = count_macs(pruned, size, d)
+        table.add(model.domain_names[d], count_macs(model, size, d), macs, macs / base_macs, f"{diff:.1e}")
+    sizes = Table(["model", "parameter memory", "relative Params"], digits=3)
+    sizes.add("backbone (1 domain)", format_bits(base_bits), 1.0)
+    sizes.add(f"switch model ({model.num_domains} domains)", format_bits(param_bits(model)), param_bits(model) / base_bits)
+    sizes.add("pruned model", format_bits(param_bits(pruned)), param_bits(pruned) / base_bits)
+    print(f"ResNet-26 (width {args.width}), {model.num_domains} domains, switches on with p = {args.keep}\n")
+    print(table, "\n")
+    print(sizes, "\n")
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# -- demo and sweep ----------------------------------------------------------------------------------------
+def _preset(args: argparse.Namespace) -> tuple[str, bool]:
+    """The shipped configuration whose ``train`` section a demo or sweep uses, and whether it is quick."""
+    quick = args.quick or quick_mode()
+    return ("mini-quick" if quick else "mini-gpu" if getattr(args, "full", False) else "mini"), quick
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {} if args.rounds is None else {"rounds": args.rounds}
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """BA² and Ours at one β on the mini-decathlon: train, prune, evaluate, report."""
+    preset, quick = _preset(args)
+    mini_config("ours", args.beta, preset=preset, **_overrides(args))  # validate now, not after the data are drawn
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    print(f"mdlprune demo: β = {args.beta}, {'quick' if quick else 'full' if args.full else 'default'} settings, "
+          f"{machine(device)}")  # fmt: skip
+    bench = mini_decathlon(size=load_config(preset).data.size)
+    print(f"data: {bench} (ready in {bench.generate(include_source=False):.1f} s)")
+    backbone = load_backbone()
+    results = run_methods([("ba2", args.beta), ("ours", args.beta)], backbone, bench, device=device,
+                          checkpoint_dir=out / "checkpoints", progress=not args.no_progress, preset=preset,
+                          **_overrides(args))  # fmt: skip
+    baseline, note = load_baseline(args.baseline)
+    print()
+    if baseline is not None:
+        print(results_table(results, baseline, title=f"mini-decathlon, β = {args.beta} (test set)"))
+    else:
+        for r in results:
+            print(r.label, r.accuracies, f"MACs {r.rel_macs:.3f} Params {r.rel_params:.3f}")
+    print(f"\n({note})")
+    ours = results[-1]
+    path = save_model(ours.model, out / "ours-pruned.pt")
+    bits, base = param_bits(ours.model), param_bits(backbone)
+    print(f"\npruned Ours model: {format_bits(bits)} of parameters ({bits / base:.3f} × the single-domain backbone's "
+          f"{format_bits(base)}) for {len(bench)} domains; saved to {path} ({path.stat().st_size / 2**20:.2f} MiB on disk)")  # fmt: skip
+    for r in results:
+        print(f"{r.label}: θ̄ per domain {', '.join(f'{v:.3f}' for v in r.theta_bar.values())}; channels used by some "
+              f"domain {r.union_fraction:.3f}; pruned vs trained max |Δ| {r.notes['max_abs_diff_pruned']:.1e} "
+              f"(outputs up to {r.notes['max_abs_output']:.1f})")  # fmt: skip
+    for r in results:
+        fig = r.histories[0].plot("all", beta=args.beta)
+        fig.suptitle(r.label.split(" ")[0])
+        fig.savefig(out / f"{r.method}-training.png", dpi=100)
+    if baseline is not None:
+        pareto_plot(results, baseline).savefig(out / "pareto.png", dpi=100)
+    seconds = time.perf_counter() - t0
+    save_results(results, out / "results.json", command=command(args.argv), machine=machine(device),
+                 seconds=round(seconds, 1), baseline=baseline, baseline_note=note)  # fmt: skip
+    print(f"\nwrote {out}/results.json, training curves and plots; total {seconds / 60:.1f} min")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """Every method of the table: the baselines once, the methods with switches at every β; the results
+    table (E_max from this run's Finetune) and the Pareto plots."""
+    preset, _ = _preset(args)
+    for beta in args.betas:
+        mini_config("ours", beta, preset=preset, **_overrides(args))  # validate every β before training
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    bench = mini_decathlon(size=load_config(preset).data.size)
+    bench.generate(include_source=False)
+    backbone = load_backbone()
+    baselines = [(m.name, None) for m in METHODS.values() if not m.switches]
+    methods = baselines + [(m.name, b) for b in args.betas for m in METHODS.values() if m.switches]
+    results = run_methods(methods, backbone, bench, device=device, checkpoint_dir=out / "checkpoints",
+                          progress=not args.no_progress, preset=preset, **_overrides(args))  # fmt: skip
+    finetune = next(r for r in results if METHODS[r.method].s_score_baseline)
+    baseline = finetune.accuracies
+    table = results_table(results, baseline, title="mini-decathlon (test set; E_max from this run's Finetune)")
+    print(table)
+    seconds = time.perf_counter() - t0
+    meta = dict(command=command(args.argv), machine=machine(device), seconds=round(seconds, 1), baseline=baseline)
+    save_results(results, out / "results.json", **meta)
+    (out / "table.md").write_text(table.to_markdown() + "\n")
+    pareto_plot(results, baseline).savefig(out / "pareto.png", dpi=110)
+    record = json.dumps({"accuracies": baseline, "command": meta["command"], "machine": meta["machine"],
+                         "settings": finetune.notes}, indent=2) + "\n"  # fmt: skip
+    (out / "finetune-baseline.json").write_text(record)
+    if args.record_baseline:
+        Path(args.record_baseline).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record_baseline).write_text(record)
+        print(f"recorded the Finetune baseline in {args.record_baseline}")
+    print(f"\nwrote {out}/results.json, table.md, pareto.png, finetune-baseline.json; total {seconds / 60:.1f} min")
+    return 0
+
+
+# -- train / prune / evaluate from a configuration ---------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    """Train one method as a configuration file says; resumes from the output folder's checkpoint."""
+    return train_from_config(load_config(args.config, args.set), dry_run=args.dry_run)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """Prune a trained multi-domain model file and check the pruned model computes the same function."""
+    model = load_model(args.model).eval()
+    pruned = prune(model)
+    size = (3, args.image_size, args.image_size)
+    same = compare_outputs(model, pruned, torch.randn(8, *size))
+    if not same.holds():
+        print(f"mdlprune prune: error: the pruned model differs from the trained one: {same}", file=sys.stderr)
+        return 1
+    out = save_model(pruned, args.out)
+    t = Table(["model", "parameter memory", "MACs (domain 0)"], digits=3)
+    t.add("trained", format_bits(param_bits(model)), count_macs(model, size, 0))
+    t.add("pruned", format_bits(param_bits(pruned)), count_macs(pruned, size, 0))
+    print(t)
+    print(f"\nmax |Δ output| {same.max_abs_diff:.1e} on random inputs; saved {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Accuracy per domain, relative MACs and Params of a saved model, on the configuration's benchmark."""
+    return evaluate_from_config(load_config(args.config, args.set), args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdlprune", description=__doc__.split("\n\n")[0].split("(")[0].strip() + ".",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `mdlprune COMMAND --help` for a command's options.")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_, description=func.__doc__)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo", _demo, "the main job: BA² and Ours at one β, pruned and evaluated (≤ 10 min on 2 CPU cores)")
+    p.add_argument("--beta", type=float, default=0.5, help="the budget β in (0, 1] (default 0.5)")
+    p.add_argument("--full", action="store_true", help="longer training: the mini-gpu preset's 30 rounds (a GPU is "
+                   "recommended)")
+    p.add_argument("--rounds", type=int, help="round-robin rounds of training (overrides the preset)")
+    p.add_argument("--baseline", help="Finetune accuracies for the S-score (default: the shipped "
+                   "data/baselines/mini-finetune.json)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="the mini-quick preset: tiny data, 2 rounds (as MDLPRUNE_QUICK=1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = add("sweep", _sweep, "Feature, Finetune, BA² and Ours over a β sweep: table and Pareto plots")
+    p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    p.add_argument("--rounds", type=int, help="round-robin rounds of training (overrides the preset)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--record-baseline", metavar="PATH", help="also write the Finetune accuracies there (the sweep "
+                   "always writes OUT/finetune-baseline.json); data/baselines/mini-finetune.json is the shipped one")
+
+    for name, func, help_ in (("train", _train, "train one method from a configuration file"),
+                              ("evaluate", _evaluate, "evaluate a saved model on a configuration's benchmark")):  # fmt: skip
+        p = add(name, func, help_)
+        p.add_argument("--config", required=True, help="a YAML/JSON file, or a shipped configuration's name (e.g. mini)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. train.beta=0.25")
+        if name == "evaluate":
+            p.add_argument("--model", required=True, help="a model file written by train or prune")
+        else:
+            p.add_argument("--dry-run", action="store_true", help="build the model and data pipeline, load one batch "
+                           "per domain, and stop")  # fmt: skip
+
+    p = add("prune", _prune, "prune a trained model file; checks the pruned model computes the same function")
+    p.add_argument("--model", required=True, help="the trained multi-domain model (model.pt written by train)")
+    p.add_argument("--out", required=True, help="where to write the pruned model")
+    p.add_argument("--image-size", type=int, default=32, help="input size for the equivalence check and MACs")
+
+    p = add("smoke", _smoke, "no training: random switches, prune, size table (seconds)")
+    p.add_argument("--width", type=float, default=0.5, help="ResNet-26 width multiplier (default 0.5)")
+    p.add_argument("--domains", type=int, default=5, choices=range(1, 6), help="number of domains (1-5)")
+    p.add_argument("--keep", type=float, default=0.5, help="probability that a switch is on (default 0.5)")
+    p.add_argument("--image-size", type=int, default=32, help="input resolution (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    args.argv = argv
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
+        print(f"mdlprune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

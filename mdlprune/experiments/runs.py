@@ -1,0 +1,267 @@
+"""Experiments: train a method, prune, evaluate; one run from a configuration file.
+
+:func:`train_method` builds the model(s) a method needs from the pretrained backbone and trains them with
+:class:`~mdlprune.training.Trainer`, resuming from (or simply loading) its checkpoint when one exists;
+:func:`evaluate_method` prunes where the method allows it, checks that the pruned model computes what the
+trained one does, and measures accuracy, MACs and Params. What a method trains and whether it is pruned come
+from its row of :data:`~mdlprune.training.methods.METHODS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import yaml
+
+from ..data.base import Benchmark
+from ..method.metrics import count_macs, param_bits, relative_macs
+from ..method.multidomain import MultiDomainNet, to_multidomain
+from ..method.prune import compare_outputs, prune
+from ..training.checkpoint import load_model, save_model
+from ..training.config import RunConfig, TrainConfig, load_config, quick_mode
+from ..training.distributed import convert_sync_batchnorm, init_from_env, is_distributed, revert_sync_batchnorm
+from ..training.history import History
+from ..training.methods import get_method
+from ..training.trainer import Trainer
+from .build import build_backbone, build_benchmark
+from .evaluate import MethodResult, accuracy, protocol_crops
+from .report import Table
+
+__all__ = ["mini_config", "TrainedMethod", "train_method", "evaluate_method", "run_methods", "save_results",
+           "train_from_config", "evaluate_from_config"]  # fmt: skip
+
+
+def mini_config(method: str, beta: float = 0.5, quick: bool | None = None, preset: str | None = None,
+                **overrides) -> TrainConfig:  # fmt: skip
+    """The training settings of ``method`` on the mini-decathlon: the ``train`` section of a shipped
+    configuration (``preset``; default ``mini``, or ``mini-quick`` in quick mode), with ``overrides``."""
+    quick = quick_mode() if quick is None else quick
+    train = load_config(preset or ("mini-quick" if quick else "mini")).train
+    return dataclasses.replace(train, method=method, beta=beta, **overrides)
+
+
+@dataclass
+class TrainedMethod:
+    """The model(s) a method trained: one multi-domain model, or one model per domain (Finetune)."""
+
+    method: str
+    config: TrainConfig
+    models: list[MultiDomainNet]
+    histories: list[History]
+    seconds: float
+    divergence: float | None = None  # under torchrun: the largest difference between ranks' switches and λ
+
+
+def train_method(
+    method: str,
+    backbone: nn.Module,
+    bench: Benchmark,
+    config: TrainConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    sharing_loss: Callable | None = None,
+    tag: str | None = None,
+) -> TrainedMethod:
+    """Train ``method`` (a name of :data:`~mdlprune.training.methods.METHODS`) on every domain of ``bench``.
+
+    With ``checkpoint_dir``, each run writes its checkpoint there and picks up from it: a finished run is
+    loaded instead of trained again, an interrupted one continues where it stopped. Under ``torchrun`` the
+    loaders shard every global batch over the ranks and the BatchNorms synchronise their statistics
+    (:mod:`mdlprune.training.distributed`); the returned models have plain BatchNorms again.
+    """
+    spec = get_method(method)
+    rank = torch.distributed.get_rank() if is_distributed() else 0
+    world = torch.distributed.get_world_size() if is_distributed() else 1
+    config = config or mini_config(method)
+    if config.method != method:
+        config = dataclasses.replace(config, method=method)
+    t0 = time.perf_counter()
+    name = tag or (f"{method}-beta{config.beta:g}" if spec.switches else method)
+    n = len(bench)
+    groups = [[d] for d in range(n)] if spec.per_domain_models else [list(range(n))]
+    per_step = config.batch_size // n if config.schedule == "mixed" else config.batch_size
+    models, histories, divergence = [], [], None
+    for domains in groups:
+        doms = [bench.targets[d] for d in domains]
+        with torch.random.fork_rng(devices=[]):  # the heads' initialisation depends on the seed alone
+            torch.manual_seed(config.seed)
+            model = to_multidomain(backbone, [d.num_classes for d in doms], domain_names=[d.name for d in doms])
+        model = model.to(device)
+        if world > 1:
+            convert_sync_batchnorm(model)
+        loaders = [d.loader("train", max(1, per_step), device=device, seed=1000 * config.seed + i, drop_last=True,
+                            rank=rank, world_size=world) for i, d in zip(domains, doms)]  # fmt: skip
+        suffix = f"-{doms[0].name}" if spec.per_domain_models else ""
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{name}{suffix}.pt"
+        trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint,
+                          input_size=(3, bench.image_size, bench.image_size), progress=progress)  # fmt: skip
+        histories.append(trainer.fit(resume=True))
+        if trainer.divergence is not None:
+            divergence = max(divergence or 0.0, trainer.divergence)
+        models.append(revert_sync_batchnorm(model).eval())
+    return TrainedMethod(method, config, models, histories, time.perf_counter() - t0, divergence)
+
+
+def _test_loader(dom, split: str, crops: int | str, device):
+    n = getattr(dom, "test_crops", protocol_crops(dom.flip)) if crops == "protocol" else int(crops)
+    return dom.loader(split, 256, device=device, full=n > 1), n
+
+
+@torch.no_grad()
+def evaluate_method(
+    trained: TrainedMethod,
+    bench: Benchmark,
+    backbone: nn.Module,
+    split: str = "test",
+    crops: int | str = "protocol",
+    device: str | torch.device = "cpu",
+) -> MethodResult:
+    """Accuracy per domain (``crops``: 1, 5, 10, or ``"protocol"``: 5 without flips, 10 with), relative MACs
+    (mean over domains, mask-aware) and Params. Methods with switches are evaluated *after* pruning."""
+    spec = get_method(trained.method)
+    size = (3, bench.image_size, bench.image_size)
+    notes: dict = {}
+
+    def acc(model, d, domain_arg):
+        loader, n = _test_loader(bench.targets[d], split, crops, device)
+        return accuracy(model, loader, domain_arg, crops=n, crop_size=bench.image_size if n > 1 else None)
+
+    theta = union_fraction = None
+    if spec.switches:
+        model = trained.models[0].to(device).eval()
+        usage = model.channel_usage()
+        theta, union_fraction = usage.theta_bar, usage.union
+        pruned = prune(model)
+        x = next(bench.targets[0].loader("val", 64, device=device).iterate())[0]
+        same = compare_outputs(model, pruned, x)
+        notes["max_abs_diff_pruned"], notes["max_abs_output"] = same.max_abs_diff, same.output_scale
+        accs = {name: acc(pruned, d, d) for d, name in enumerate(bench.names)}
+        rel_macs = relative_macs(pruned, backbone, size)
+        rel_params = param_bits(pruned) / param_bits(backbone)
+        notes["pruned_macs_dense"] = count_macs(pruned, size, 0, mask_aware=False) / count_macs(backbone, size)
+        final_model = pruned
+    elif spec.per_domain_models:  # one whole backbone per domain
+        accs = {name: acc(m.to(device).eval(), d, 0) for d, (name, m) in enumerate(zip(bench.names, trained.models))}
+        rel_macs = sum(count_macs(m, size, 0) for m in trained.models) / (len(bench) * count_macs(backbone, size))
+        rel_params = float(len(trained.models))
+        final_model = None
+    else:  # one shared backbone as it is (Feature: its BatchNorms are the source's), heads excluded
+        model = trained.models[0].to(device).eval()
+        accs = {name: acc(model, d, d) for d, name in enumerate(bench.names)}
+        rel_macs = relative_macs(model, backbone, size)
+        rel_params = 1.0
+        final_model = model
+    notes["crops"] = crops
+    result = MethodResult(trained.method, trained.config.beta if spec.switches else None, accs, rel_macs, rel_params,
+                          theta, union_fraction, round(trained.seconds, 1), notes)  # fmt: skip
+    result.model = final_model  # not serialised; kept for saving the pruned model
+    return result
+
+
+def run_methods(
+    methods: Sequence[tuple[str, float | None]],
+    backbone: nn.Module,
+    bench: Benchmark,
+    *,
+    device: str = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    quick: bool | None = None,
+    preset: str | None = None,
+    log: Callable[[str], None] = print,
+    **overrides,
+) -> list[MethodResult]:
+    """Train and evaluate each ``(method, beta)`` with the settings of :func:`mini_config` (``beta`` is
+    ignored by the methods without switches)."""
+    results = []
+    for method, beta in methods:
+        config = mini_config(method, beta if beta is not None else 1.0, quick, preset, **overrides)
+        trained = train_method(method, backbone, bench, config, device=device, checkpoint_dir=checkpoint_dir,
+                               progress=progress)  # fmt: skip
+        result = evaluate_method(trained, bench, backbone, device=device)
+        log(f"{result.label}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.accuracies.items())
+            + f" | MACs {result.rel_macs:.3f}, Params {result.rel_params:.3f} ({trained.seconds:.0f} s)")  # fmt: skip
+        result.histories = trained.histories
+        results.append(result)
+    return results
+
+
+def save_results(results: Sequence[MethodResult], path: str | Path, **meta) -> Path:
+    """Write results (and ``meta``: command, machine, ...) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "results": [r.to_dict() for r in results]}, indent=2) + "\n")
+    return path
+
+
+# -- one run from a configuration file (``mdlprune train`` / ``evaluate``) ---------------------------------
+def _prepare(cfg: RunConfig):
+    info = init_from_env(cfg.device)
+    torch.manual_seed(cfg.train.seed)  # a randomly initialised backbone is the same on every rank and every run
+    return info, build_benchmark(cfg.data), build_backbone(cfg.model)
+
+
+def train_from_config(cfg: RunConfig, dry_run: bool = False, log: Callable[[str], None] = print) -> int:
+    """Train ``cfg.train.method`` as the configuration says; resume from the output folder's checkpoint.
+    Under ``torchrun`` every process runs this; rank 0 alone writes and prints."""
+    info, bench, backbone = _prepare(cfg)
+    train, out = cfg.train, Path(cfg.output)
+    if dry_run:
+        model = to_multidomain(backbone, bench.num_classes, domain_names=bench.names).eval()
+        log(f"dry run: {type(backbone).__name__} with {model.num_switches} switches per domain, {train.method} "
+            f"at β = {train.beta}, {len(bench)} domains on {info.device}")  # fmt: skip
+        for d, dom in enumerate(bench.targets):
+            x, _ = next(iter(dom.loader("train", min(train.batch_size, 4), drop_last=False)))
+            log(f"{dom.name}: batch {tuple(x.shape)} → logits {tuple(model(x, d).shape)}")
+        return 0
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    trained = train_method(train.method, backbone, bench, train, device=info.device, checkpoint_dir=out,
+                           tag="checkpoint", progress=info.is_main)  # fmt: skip
+    if not info.is_main:
+        return 0
+    names = [f"model-{d.name}.pt" for d in bench.targets] if len(trained.models) > 1 else ["model.pt"]
+    for model, name, history in zip(trained.models, names, trained.histories):
+        save_model(model.cpu(), out / name)
+        (out / name.replace("model", "history").replace(".pt", ".json")).write_text(json.dumps(history.state_dict()))
+    if info.world_size > 1:
+        (out / "distributed.json").write_text(json.dumps(
+            {"world_size": info.world_size, "max_divergence_between_ranks": trained.divergence}, indent=2) + "\n")
+    log(f"trained {train.method} on {bench.names} in {trained.seconds:.0f} s"
+        f"{f' on {info.world_size} processes' if info.world_size > 1 else ''}; wrote {', '.join(names)} to {out}")
+    if get_method(train.method).switches:
+        usage = trained.models[0].channel_usage()
+        log("θ̄ per domain: " + ", ".join(f"{n} {v:.3f}" for n, v in usage.theta_bar.items())
+            + f" (β = {train.beta}); channels used by some domain: {usage.union:.3f}")  # fmt: skip
+    return 0
+
+
+def evaluate_from_config(cfg: RunConfig, model_path: str | Path, log: Callable[[str], None] = print) -> int:
+    """Accuracy per domain (the papers' crops), relative MACs and Params of a saved model on the
+    configuration's benchmark."""
+    info, bench, backbone = _prepare(cfg)
+    if not info.is_main:
+        return 0
+    model = load_model(model_path, map_location=info.device).eval()
+    if list(model.domain_names) != bench.names:
+        raise ValueError(f"the model's domains {list(model.domain_names)} are not the benchmark's {bench.names}")
+    size = (3, bench.image_size, bench.image_size)
+    base_macs = count_macs(backbone, size)
+    table = Table(["domain", "accuracy (%)", "crops", "relative MACs"], digits=3, title=f"{model_path} ({bench.names})")
+    for d, dom in enumerate(bench.targets):
+        loader, n = _test_loader(dom, "test", "protocol", info.device)
+        acc = accuracy(model, loader, d, crops=n, crop_size=bench.image_size)
+        table.add(dom.name, round(acc, 2), n, count_macs(model, size, d) / base_macs)
+    log(str(table))
+    log(f"\nrelative Params: {param_bits(model) / param_bits(backbone):.3f} (parameter memory vs the single-domain backbone)")
+    return 0

@@ -1,0 +1,15 @@
+"""The method itself, importing nothing but torch (and THOP, the papers' MAC counter, in ``metrics``).
+
+Read the modules in this order; each cites the section of ``docs/METHOD.md`` it implements:
+
+=================  ==========================================================================================
+``switch``         :class:`SwitchConv2d`: binary switches with straight-through gradients (METHOD §2)
+``domain``         :class:`DomainBatchNorm2d`, :class:`DomainHeads`: the other per-domain layers (METHOD §1)
+``multidomain``    :func:`to_multidomain`: any torchvision-style CNN → :class:`MultiDomainNet` (METHOD §1-2)
+``losses``         the budget loss with dual ascent (METHOD §3), the sharing losses (METHOD §4)
+``dependencies``   which producers' filters pruning may remove too (METHOD §6)
+``prune``          :func:`prune`: the physically smaller model, and the check that it is equal (METHOD §6)
+``metrics``        MACs, parameter memory, S-score, S_O, S_P (METHOD §7)
+``backbones``      the papers' backbones: Rebuffi's ResNet-26, Wide ResNet-28-k (METHOD §9)
+=================  ==========================================================================================
+"""

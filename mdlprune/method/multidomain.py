@@ -1,0 +1,250 @@
+"""From a pretrained single-domain CNN to a multi-domain model Ψ_d(x; θ₀, θ_d) (eq. 1).
+
+:func:`to_multidomain` keeps the pretrained weights θ₀ frozen and adds the domain-specific parameters θ_d:
+switches on every convolution (:class:`~mdlprune.SwitchConv2d`), one BatchNorm per domain
+(:class:`~mdlprune.DomainBatchNorm2d`) and one classifier head per domain.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .domain import DomainBatchNorm2d, DomainHeads, DomainModule
+from .losses import ChannelUsage, channel_usage
+from .switch import SwitchConv2d
+
+__all__ = ["MultiDomainNet", "to_multidomain", "randomize_switches"]
+
+
+class MultiDomainNet(nn.Module):
+    """A backbone whose domain-specific layers are routed by the ``domain`` argument of ``forward``.
+
+    Build one with :func:`to_multidomain`. ``forward(x, domain)`` takes a batch ``x`` of shape
+    ``(N, in_channels, H, W)`` and a domain index (an ``int``, or a name from ``domain_names``).
+    """
+
+    def __init__(self, backbone: nn.Module, domain_names: Sequence[str], in_channels: int, head: str):
+        super().__init__()
+        self.backbone = backbone
+        self.domain_names = tuple(domain_names)
+        self.in_channels = in_channels
+        self.head_name = head
+        self.refresh()
+
+    # -- routing -----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-index the domain-specific layers (call after replacing submodules by hand)."""
+        self._domain_layers = tuple(m for m in self.backbone.modules() if isinstance(m, DomainModule))
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domain_names)
+
+    def domain_index(self, domain: int | str) -> int:
+        """The index of ``domain`` (an index or a name), or a ``ValueError`` that says what exists."""
+        if isinstance(domain, str):
+            try:
+                return self.domain_names.index(domain)
+            except ValueError:
+                raise ValueError(
+                    f"unknown domain {domain!r}: this model has domains {list(self.domain_names)}"
+                ) from None
+        if isinstance(domain, torch.Tensor) and domain.numel() == 1:
+            domain = domain.item()
+        try:
+            d = operator.index(domain)
+        except TypeError:
+            raise TypeError(
+                f"domain must be an int index or a domain name, got {type(domain).__name__}"
+            ) from None
+        if not 0 <= d < self.num_domains:
+            raise ValueError(
+                f"domain index {d} is out of range: this model has {self.num_domains} domains "
+                f"(0..{self.num_domains - 1}: {list(self.domain_names)})"
+            )
+        return d
+
+    def forward(self, x: torch.Tensor, domain: int | str) -> torch.Tensor:
+        d = self.domain_index(domain)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected a batch of images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                + (
+                    f": the backbone's first convolution reads {self.in_channels} channels"
+                    if x.dim() == 4
+                    else ""
+                )
+            )
+        for layer in self._domain_layers:
+            layer.active_domain = d
+        return self.backbone(x)
+
+    # -- switches ----------------------------------------------------------------------------------
+    def switch_layers(self) -> list[tuple[str, SwitchConv2d]]:
+        """``(name, layer)`` for every switch convolution, in module order; names are relative to
+        ``backbone`` (e.g. ``"layer1.0.conv1"``)."""
+        return [(n, m) for n, m in self.backbone.named_modules() if isinstance(m, SwitchConv2d)]
+
+    def layer_masks(self) -> dict[str, torch.Tensor]:
+        """``{layer name: BoolTensor(num_domains, in_channels)}``: which channels each domain uses."""
+        return {n: m.channel_masks() for n, m in self.switch_layers()}
+
+    def channel_usage(self) -> ChannelUsage:
+        """θ̄_d of every domain and the fractions of switches on in every / in some domain (METHOD §3-4)."""
+        return channel_usage(self.layer_masks(), self.domain_names)
+
+    def binary_masks(self) -> torch.Tensor:
+        """The differentiable binary switches of all layers, ``(num_domains, M)`` with M = Σ_l C_l.
+
+        This is what the budget and sharing losses read (METHOD §3-4); gradients flow straight through
+        to the switches.
+        """
+        return torch.cat([m.binary_switches() for _, m in self.switch_layers()], dim=1)
+
+    @property
+    def num_switches(self) -> int:
+        """M, the number of switches per domain."""
+        return sum(m.in_channels for _, m in self.switch_layers())
+
+    # -- parameter groups (the optimizers of METHOD §5) --------------------------------------------
+    @property
+    def heads(self) -> DomainHeads:
+        return self.backbone.get_submodule(self.head_name)
+
+    def switch_parameters(self) -> list[nn.Parameter]:
+        return [m.switches for _, m in self.switch_layers()]
+
+    def domain_parameters(self) -> list[nn.Parameter]:
+        """Per-domain BatchNorm affine parameters and the heads (trained with SGD in the paper)."""
+        params = []
+        for m in self.backbone.modules():
+            if isinstance(m, (DomainBatchNorm2d, DomainHeads)):
+                params.extend(m.parameters())
+        return params
+
+    def extra_repr(self) -> str:
+        return f"domains={list(self.domain_names)}"
+
+
+def to_multidomain(
+    backbone: nn.Module,
+    num_classes: Sequence[int] | Mapping[str, int],
+    head: str = "fc",
+    *,
+    domain_names: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+    switch_init: float = 1e-3,
+) -> MultiDomainNet:
+    """Turn a pretrained single-domain CNN into a multi-domain model (METHOD §1-2).
+
+    The backbone is deep-copied (the argument is left untouched), then:
+
+    * every ``nn.Conv2d`` becomes a :class:`SwitchConv2d` with switches initialised to ``switch_init``,
+      except the layers named in ``exclude``, which stay plain, frozen and shared;
+    * every ``nn.BatchNorm2d`` becomes a :class:`DomainBatchNorm2d`, each domain starting from the
+      pretrained statistics and affine parameters;
+    * the ``nn.Linear`` at attribute ``head`` (a dotted path such as ``"classifier.1"`` works) becomes
+      :class:`DomainHeads` with ``num_classes[d]`` outputs for domain ``d``;
+    * every other parameter of the backbone, conv kernels included, is frozen (``requires_grad=False``).
+
+    Args:
+        backbone: a torchvision-style CNN (e.g. ``torchvision.models.resnet18()``, or
+            :func:`mdlprune.models.resnet26`).
+        num_classes: classes per domain, a sequence (one entry per domain) or a ``{name: classes}`` dict.
+        head: attribute path of the classifier to replace.
+        domain_names: names of the domains (default ``"domain0"``, ...), usable as ``model(x, name)``.
+        exclude: qualified names of convolutions to keep frozen and switch-free.
+        switch_init: initial switch value (1e-3 in the papers: every channel starts on).
+    """
+    if isinstance(num_classes, Mapping):
+        if domain_names is not None and list(domain_names) != list(num_classes):
+            raise ValueError(
+                f"domain_names {list(domain_names)} do not match the keys of num_classes {list(num_classes)}"
+            )
+        domain_names = list(num_classes)
+        num_classes = list(num_classes.values())
+    if isinstance(num_classes, (str, bytes)) or not isinstance(num_classes, Sequence) or not num_classes:
+        raise ValueError(
+            f"num_classes must be a non-empty sequence with the number of classes of each domain, "
+            f"got {num_classes!r}"
+        )
+    for n in num_classes:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_classes must hold positive ints (classes per domain), got {list(num_classes)}")
+    if domain_names is None:
+        domain_names = [f"domain{d}" for d in range(len(num_classes))]
+    domain_names = [str(n) for n in domain_names]
+    if len(domain_names) != len(num_classes):
+        raise ValueError(
+            f"num_classes has {len(num_classes)} entries but there are {len(domain_names)} domains "
+            f"({domain_names}): give one number of classes per domain"
+        )
+    if len(set(domain_names)) != len(domain_names):
+        raise ValueError(f"domain names must be unique, got {domain_names}")
+    num_domains = len(num_classes)
+
+    try:
+        old_head = backbone.get_submodule(head)
+    except AttributeError:
+        raise ValueError(
+            f"{type(backbone).__name__} has no attribute {head!r} to use as the classifier head: pass "
+            "head='<path of its final nn.Linear>' (e.g. 'fc' for torchvision ResNets, 'classifier.1' "
+            "for MobileNetV2)"
+        ) from None
+    if not isinstance(old_head, nn.Linear):
+        raise ValueError(
+            f"the head {head!r} of {type(backbone).__name__} is a {type(old_head).__name__}, not an "
+            "nn.Linear: pass head='<path of its final nn.Linear>'"
+        )
+
+    net = copy.deepcopy(backbone)
+    exclude = set(exclude)
+    modules = dict(net.named_modules())
+    for name in exclude:
+        if not isinstance(modules.get(name), nn.Conv2d):
+            raise ValueError(f"exclude names {name!r}, which is not an nn.Conv2d of the backbone")
+    convs = [(n, m) for n, m in modules.items() if type(m) is nn.Conv2d]
+    if not convs:
+        raise ValueError(f"{type(backbone).__name__} has no nn.Conv2d: nothing to put switches on")
+    in_channels = convs[0][1].in_channels
+
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for name, m in convs:
+        if name in exclude:
+            continue
+        if m.groups != 1:
+            raise ValueError(
+                f"layer {name!r} is a grouped/depthwise convolution (groups={m.groups}), which switches do "
+                f"not support: keep it frozen and shared with exclude=[{name!r}]"
+            )
+        net.set_submodule(name, SwitchConv2d(m, num_domains, init=switch_init))
+    for name, m in modules.items():
+        if type(m) is nn.BatchNorm2d:
+            net.set_submodule(name, DomainBatchNorm2d.from_batchnorm(m, num_domains))
+    heads = DomainHeads(old_head.in_features, list(num_classes), bias=old_head.bias is not None)
+    net.set_submodule(head, heads.to(old_head.weight.device))
+    return MultiDomainNet(net, domain_names, in_channels, head)
+
+
+@torch.no_grad()
+def randomize_switches(
+    model: MultiDomainNet, keep: float = 0.5, seed: int = 0, magnitude: float = 1e-3
+) -> MultiDomainNet:
+    """Set every switch to ``+magnitude`` (on) with probability ``keep``, else ``-magnitude`` (off).
+
+    Each domain draws its own channels, so domains differ. Used by the smoke demo, the tests and the
+    notebooks to exercise pruning without training. Returns ``model`` (modified in place).
+    """
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be a probability in [0, 1], got {keep}")
+    g = torch.Generator().manual_seed(seed)
+    for _, layer in model.switch_layers():
+        on = torch.rand(layer.switches.shape, generator=g) < keep
+        layer.switches.copy_(torch.where(on, magnitude, -magnitude).to(layer.switches))
+    return model

@@ -1,0 +1,145 @@
+"""Saving and loading without losing anything and without trusting pickles.
+
+* :func:`atomic_save` writes to a temporary file in the same folder, flushes it to disk, then renames it
+  over the target: an interrupted save leaves the previous file intact, never a truncated one.
+* :func:`save_model` / :func:`load_model` store a whole model (architecture and weights: a pruned model's
+  shapes differ from any constructor's defaults). Loading uses ``torch.load(weights_only=True)``, PyTorch's
+  restricted unpickler, with an allowlist of exactly the ``nn.Module`` classes the file names, looked up in
+  a fixed table of the classes of ``torch.nn``, ``torchvision.models`` and mdlprune's layers and backbones.
+  Nothing the file names is imported; anything outside the table is refused.
+
+The same thing by hand::
+
+    names = torch.serialization.get_unsafe_globals_in_checkpoint("pruned.pt")   # inspect them first
+    with torch.serialization.safe_globals(mdlprune.serialization.trusted_globals("pruned.pt")):
+        model = torch.load("pruned.pt", weights_only=True)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torchvision.models  # noqa: F401  (registers its model classes for the allowlist)
+
+from ..method import backbones, domain, multidomain, prune, switch
+from . import distributed
+
+__all__ = ["atomic_save", "save_model", "load_model", "trusted_globals", "load_checkpoint", "CheckpointError"]
+
+TRUSTED_MODULE_PREFIXES = ("torch.nn.", "torchvision.models.")
+
+
+@lru_cache(maxsize=1)
+def _allowlist() -> dict[str, type]:
+    """``{"module.Class": class}`` of every ``nn.Module`` class a saved model may name."""
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith(TRUSTED_MODULE_PREFIXES)]
+    modules += [backbones, domain, multidomain, prune, switch, distributed]
+    table = {}
+    for module in modules:
+        for obj in list(vars(module).values()):
+            if isinstance(obj, type) and issubclass(obj, nn.Module):
+                table[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return table
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or holds something we refuse to unpickle."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through a temporary file and a rename (atomic on POSIX and Windows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files; give it the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: check the path, or train/save one first")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (or it is truncated/corrupt): it is not the zip archive "
+            "torch.save writes; delete it and save it again"
+        )
+
+
+def trusted_globals(path: str | os.PathLike) -> list[type]:
+    """The classes a saved model needs, if all are ``nn.Module`` classes of torch, torchvision or mdlprune.
+
+    Raises :class:`CheckpointError` naming any other global the file asks for.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt, save it again") from e
+    table = _allowlist()
+    refused = [name for name in names if name not in table]
+    if refused:
+        hint = ""
+        if any(n.startswith("mdlprune.") for n in refused):
+            hint = (" Names under mdlprune that are not in the table come from another version of mdlprune (or name "
+                    "something that is not a layer): save the model again with this version.")
+        raise CheckpointError(
+            f"{path} needs globals outside the allowlist (nn.Module classes of torch.nn, torchvision.models and "
+            f"mdlprune's layers): {refused}.{hint} If you trust the file, load it with "
+            "torch.serialization.safe_globals(...)."
+        )
+    classes = [table[name] for name in names]
+    return classes
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save a whole model (e.g. the output of :func:`mdlprune.prune`) atomically."""
+    return atomic_save(model, path)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> nn.Module:
+    """Load a model saved by :func:`save_model` with ``torch.load(weights_only=True)`` (see module doc)."""
+    classes = trusted_globals(path)
+    try:
+        with torch.serialization.safe_globals(classes):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"cannot load {path}: {e}") from e
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict:
+    """Load a training checkpoint (plain dicts of tensors and numbers) with ``weights_only=True``."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot load checkpoint {path}: {e}; the file is corrupt, delete it") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a training checkpoint dict")
+    return obj
