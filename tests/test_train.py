@@ -157,7 +157,7 @@ def test_resume_refuses_other_settings(tmp_path):
     model, loaders, cfg = setup("ours", rounds=1)
     Trainer(model, loaders, cfg, checkpoint=tmp_path / "d.pt", progress=False).fit()
     model, loaders, cfg = setup("ours", rounds=1, beta=0.25)
-    with pytest.raises(CheckpointError, match=r"other settings \{'beta': \(0.5, 0.25\)\}"):
+    with pytest.raises(CheckpointError, match=r"other settings \(train.beta: 0.5 in the checkpoint, 0.25 now\)"):
         Trainer(model, loaders, cfg, checkpoint=tmp_path / "d.pt", progress=False).fit(resume=True)
 
 

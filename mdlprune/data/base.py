@@ -94,6 +94,11 @@ class Benchmark:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def identity(self) -> dict:
+        """What identifies these data for a run (a resumed run must see the same): domains, classes, input size
+        (subclasses add what else selects the images)."""
+        return {"domains": self.names, "num_classes": self.num_classes, "image_size": self.image_size}
+
     def __iter__(self):
         return iter(self.targets)
 

@@ -26,7 +26,8 @@ from ..method.backbones import resnet26
 from ..method.metrics import count_macs, param_bits
 from ..method.multidomain import randomize_switches, to_multidomain
 from ..method.prune import compare_outputs, prune
-from ..training.checkpoint import load_model, save_model
+from ..training.checkpoint import CheckpointError, load_model, save_model
+from ..training.history import NonFiniteError
 from ..training.config import load_config, quick_mode, resolve_device
 from ..training.methods import METHODS
 from .evaluate import results_table
@@ -35,7 +36,11 @@ from .provenance import command, machine
 from .report import Table, format_bits
 from .runs import evaluate_from_config, mini_config, run_methods, save_results, train_from_config
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "ANTICIPATED"]
+
+#: the errors a user can cause and fix (configuration, data, checkpoints, files, devices, a diverged run): the
+#: command prints them as one line and exits with 2; anything else is a bug and keeps its traceback
+ANTICIPATED = (ValueError, TypeError, KeyError, OSError, CheckpointError, NonFiniteError)
 
 
 # -- smoke -------------------------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ def _sweep(args: argparse.Namespace) -> int:
 # -- train / prune / evaluate from a configuration ---------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
     """Train one method as a configuration file says; resumes from the output folder's checkpoint."""
-    return train_from_config(load_config(args.config, args.set), dry_run=args.dry_run)
+    return train_from_config(load_config(args.config, args.set), dry_run=args.dry_run, restart=args.restart)
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -188,10 +193,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     return evaluate_from_config(load_config(args.config, args.set), args.model)
 
 
+def _size(text: str) -> int:
+    """argparse type: an image size, a positive int."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"an image size is a positive number of pixels, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdlprune", description=__doc__.split("\n\n")[0].split("(")[0].strip() + ".",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `mdlprune COMMAND --help` for a command's options.")  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, func, help_):
@@ -231,17 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--dry-run", action="store_true", help="build the model and data pipeline, load one batch "
                            "per domain, and stop")  # fmt: skip
+            p.add_argument("--restart", action="store_true", help="train afresh, replacing the output folder's "
+                           "checkpoints and models (a folder trained with other settings is refused otherwise)")
 
     p = add("prune", _prune, "prune a trained model file; checks the pruned model computes the same function")
     p.add_argument("--model", required=True, help="the trained multi-domain model (model.pt written by train)")
     p.add_argument("--out", required=True, help="where to write the pruned model")
-    p.add_argument("--image-size", type=int, default=32, help="input size for the equivalence check and MACs")
+    p.add_argument("--image-size", type=_size, default=32, help="input size for the equivalence check and MACs")
 
     p = add("smoke", _smoke, "no training: random switches, prune, size table (seconds)")
     p.add_argument("--width", type=float, default=0.5, help="ResNet-26 width multiplier (default 0.5)")
     p.add_argument("--domains", type=int, default=5, choices=range(1, 6), help="number of domains (1-5)")
     p.add_argument("--keep", type=float, default=0.5, help="probability that a switch is on (default 0.5)")
-    p.add_argument("--image-size", type=int, default=32, help="input resolution (default 32)")
+    p.add_argument("--image-size", type=_size, default=32, help="input resolution (default 32)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -255,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
-        print(f"mdlprune {args.command}: error: {e}", file=sys.stderr)
+    except ANTICIPATED as e:  # bad input, files, devices: one line naming the problem, no traceback
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"mdlprune {args.command}: error: {message} (`mdlprune --debug {args.command} ...` shows the traceback)",
+              file=sys.stderr)
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -44,7 +44,9 @@ def accuracy(model: nn.Module, loader, domain: int | str | None = None, crops: i
         correct += (out.argmax(1) == y).sum().item()
         total += len(y)
     model.train(was_training)
-    return 100.0 * correct / max(total, 1)
+    if total == 0:
+        raise ValueError("the evaluation split has no images: nothing to measure an accuracy on")
+    return 100.0 * correct / total
 
 
 @dataclass

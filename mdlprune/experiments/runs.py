@@ -10,7 +10,9 @@ from its row of :data:`~mdlprune.training.methods.METHODS`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from ..data.base import Benchmark
 from ..method.metrics import count_macs, param_bits, relative_macs
 from ..method.multidomain import MultiDomainNet, to_multidomain
 from ..method.prune import compare_outputs, prune
-from ..training.checkpoint import load_model, save_model
+from ..training.checkpoint import check_identity, check_rounds, load_checkpoint, load_model, save_model
 from ..training.config import RunConfig, TrainConfig, load_config, quick_mode
 from ..training.distributed import convert_sync_batchnorm, init_from_env, is_distributed, revert_sync_batchnorm
 from ..training.history import History
@@ -35,7 +37,7 @@ from .evaluate import MethodResult, accuracy, protocol_crops
 from .report import Table
 
 __all__ = ["mini_config", "TrainedMethod", "train_method", "evaluate_method", "run_methods", "save_results",
-           "train_from_config", "evaluate_from_config"]  # fmt: skip
+           "train_from_config", "evaluate_from_config", "run_identity", "fingerprint"]  # fmt: skip
 
 
 def mini_config(method: str, beta: float = 0.5, quick: bool | None = None, preset: str | None = None,
@@ -45,6 +47,23 @@ def mini_config(method: str, beta: float = 0.5, quick: bool | None = None, prese
     quick = quick_mode() if quick is None else quick
     train = load_config(preset or ("mini-quick" if quick else "mini")).train
     return dataclasses.replace(train, method=method, beta=beta, **overrides)
+
+
+def fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names and bytes): which backbone weights a run started from."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_identity(bench: Benchmark, backbone: nn.Module, model_settings: dict | None = None) -> dict:
+    """The data and model part of a run's identity (the trainer adds the training settings): a checkpoint made
+    on other data or from another backbone is never resumed (:func:`~mdlprune.training.checkpoint.check_identity`).
+    ``model_settings``: the configuration's ``model`` section, when the run comes from one (clearer messages)."""
+    model = {**(model_settings or {}), "class": type(backbone).__name__, "sha256": fingerprint(backbone)}
+    return {"data": bench.identity(), "model": model}
 
 
 @dataclass
@@ -70,11 +89,14 @@ def train_method(
     progress: bool = True,
     sharing_loss: Callable | None = None,
     tag: str | None = None,
+    restart: bool = False,
+    model_settings: dict | None = None,
 ) -> TrainedMethod:
     """Train ``method`` (a name of :data:`~mdlprune.training.methods.METHODS`) on every domain of ``bench``.
 
     With ``checkpoint_dir``, each run writes its checkpoint there and picks up from it: a finished run is
-    loaded instead of trained again, an interrupted one continues where it stopped. Under ``torchrun`` the
+    loaded instead of trained again, an interrupted one continues where it stopped; one made with other settings,
+    data or backbone is refused, unless ``restart`` (which trains afresh over it). Under ``torchrun`` the
     loaders shard every global batch over the ranks and the BatchNorms synchronise their statistics
     (:mod:`mdlprune.training.distributed`); the returned models have plain BatchNorms again.
     """
@@ -89,6 +111,7 @@ def train_method(
     n = len(bench)
     groups = [[d] for d in range(n)] if spec.per_domain_models else [list(range(n))]
     per_step = config.batch_size // n if config.schedule == "mixed" else config.batch_size
+    identity = run_identity(bench, backbone, model_settings)
     models, histories, divergence = [], [], None
     for domains in groups:
         doms = [bench.targets[d] for d in domains]
@@ -102,11 +125,14 @@ def train_method(
                             rank=rank, world_size=world) for i, d in zip(domains, doms)]  # fmt: skip
         suffix = f"-{doms[0].name}" if spec.per_domain_models else ""
         checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{name}{suffix}.pt"
-        trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint,
+        if restart and checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint, identity=identity,
                           input_size=(3, bench.image_size, bench.image_size), progress=progress)  # fmt: skip
         histories.append(trainer.fit(resume=True))
         if trainer.divergence is not None:
             divergence = max(divergence or 0.0, trainer.divergence)
+        model.run_identity = trainer.identity  # travels with the saved model: what it was trained with
         models.append(revert_sync_batchnorm(model).eval())
     return TrainedMethod(method, config, models, histories, time.perf_counter() - t0, divergence)
 
@@ -210,9 +236,22 @@ def _prepare(cfg: RunConfig):
     return info, build_benchmark(cfg.data), build_backbone(cfg.model)
 
 
-def train_from_config(cfg: RunConfig, dry_run: bool = False, log: Callable[[str], None] = print) -> int:
-    """Train ``cfg.train.method`` as the configuration says; resume from the output folder's checkpoint.
-    Under ``torchrun`` every process runs this; rank 0 alone writes and prints."""
+def _check_folder(out: Path, bench: Benchmark, backbone: nn.Module, train: TrainConfig, model_settings: dict) -> None:
+    """Refuse, before anything is written, a run folder whose checkpoints were made with other settings."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"the output {out} is a file, not a folder: choose another output (--set output=...)")
+    now = {**run_identity(bench, backbone, model_settings), "train": train.settings_that_matter()}
+    for path in sorted(out.glob("checkpoint*.pt")) if out.is_dir() else []:
+        state = load_checkpoint(path)
+        check_identity({k: v for k, v in (state.get("identity") or {}).items() if k != "format"}, now, path)
+        check_rounds(state.get("round", 0), train.rounds, path)
+
+
+def train_from_config(cfg: RunConfig, dry_run: bool = False, restart: bool = False,
+                      log: Callable[[str], None] = print) -> int:  # fmt: skip
+    """Train ``cfg.train.method`` as the configuration says; resume from the output folder's checkpoint (one
+    made with other settings is refused, or replaced with ``restart``). ``config.yaml`` is written once the
+    run is accepted. Under ``torchrun`` every process runs this; rank 0 alone writes and prints."""
     info, bench, backbone = _prepare(cfg)
     train, out = cfg.train, Path(cfg.output)
     if dry_run:
@@ -223,11 +262,15 @@ def train_from_config(cfg: RunConfig, dry_run: bool = False, log: Callable[[str]
             x, _ = next(iter(dom.loader("train", min(train.batch_size, 4), drop_last=False)))
             log(f"{dom.name}: batch {tuple(x.shape)} → logits {tuple(model(x, d).shape)}")
         return 0
+    if restart and info.is_main and out.is_dir():
+        for old in [*out.glob("checkpoint*.pt"), *out.glob("model*.pt"), *out.glob("history*.json"), out / "config.yaml"]:
+            old.unlink(missing_ok=True)
+    _check_folder(out, bench, backbone, train, dataclasses.asdict(cfg.model))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     trained = train_method(train.method, backbone, bench, train, device=info.device, checkpoint_dir=out,
-                           tag="checkpoint", progress=info.is_main)  # fmt: skip
+                           tag="checkpoint", progress=info.is_main, model_settings=dataclasses.asdict(cfg.model))  # fmt: skip
     if not info.is_main:
         return 0
     names = [f"model-{d.name}.pt" for d in bench.targets] if len(trained.models) > 1 else ["model.pt"]
@@ -253,8 +296,14 @@ def evaluate_from_config(cfg: RunConfig, model_path: str | Path, log: Callable[[
     if not info.is_main:
         return 0
     model = load_model(model_path, map_location=info.device).eval()
+    if not isinstance(model, MultiDomainNet):
+        raise TypeError(f"{model_path} holds a {type(model).__name__}, not a multi-domain model: evaluate a model.pt "
+                        "written by `mdlprune train` or a pruned one written by `mdlprune prune`")  # fmt: skip
     if list(model.domain_names) != bench.names:
         raise ValueError(f"the model's domains {list(model.domain_names)} are not the benchmark's {bench.names}")
+    if model.heads.num_classes != bench.num_classes:
+        raise ValueError(f"the model's heads have {model.heads.num_classes} classes, the benchmark's domains "
+                         f"{bench.num_classes}: this model was trained on other data")  # fmt: skip
     size = (3, bench.image_size, bench.image_size)
     base_macs = count_macs(backbone, size)
     table = Table(["domain", "accuracy (%)", "crops", "relative MACs"], digits=3, title=f"{model_path} ({bench.names})")

@@ -39,7 +39,9 @@ __all__ = [
 
 
 def check_beta(beta: float) -> float:
-    """Return ``beta`` as a float, or raise if it is not a budget in (0, 1]."""
+    """Return ``beta`` as a float, or raise if it is not a budget in (0, 1] (the one place β is checked)."""
+    if isinstance(beta, bool):
+        raise TypeError(f"the budget beta must be a number in (0, 1], got the bool {beta}")
     try:
         b = float(beta)
     except (TypeError, ValueError):
@@ -118,8 +120,10 @@ class BudgetLoss(nn.Module):
     ):
         super().__init__()
         self.beta = check_beta(beta)
-        if lr_lambda < 0:
+        if not lr_lambda >= 0:
             raise ValueError(f"lr_lambda (the dual step size) must be >= 0, got {lr_lambda}")
+        if isinstance(num_domains, bool) or not isinstance(num_domains, int) or num_domains < 1:
+            raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
         self.lr_lambda = float(lr_lambda)
         self.register_buffer("lam", torch.zeros(num_domains))
         self.register_buffer("weights", None if weights is None else weights.detach().float().clone())
@@ -129,12 +133,22 @@ class BudgetLoss(nn.Module):
         return theta_bar(masks, self.weights)
 
     def forward(self, masks: torch.Tensor, domain: int) -> torch.Tensor:
+        self._check(masks, domain)
         tb = theta_bar(masks[domain : domain + 1], self.weights)[0]
         return (self.lam[domain] * (tb - self.beta)).clamp(min=0)
+
+    def _check(self, masks: torch.Tensor, domain: int) -> None:
+        n = len(self.lam)
+        if masks.dim() != 2 or masks.shape[0] != n:
+            raise ValueError(f"masks must be (num_domains={n}, M) binary switches (MultiDomainNet.binary_masks()), "
+                             f"got shape {tuple(masks.shape)}")  # fmt: skip
+        if isinstance(domain, bool) or not isinstance(domain, int) or not 0 <= domain < n:
+            raise ValueError(f"domain must be an index in 0..{n - 1} (this budget has {n} domains), got {domain!r}")
 
     @torch.no_grad()
     def dual_step(self, masks: torch.Tensor, domain: int) -> torch.Tensor:
         """λ_d ← max(0, λ_d + η_λ (θ̄_d − β)); returns the new λ_d (a 0-d tensor: no device sync)."""
+        self._check(masks, domain)
         tb = theta_bar(masks[domain : domain + 1].detach(), self.weights)[0]
         self.lam[domain] = (self.lam[domain] + self.lr_lambda * (tb - self.beta)).clamp(min=0)
         return self.lam[domain]
@@ -171,7 +185,7 @@ class SharingLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, masks: torch.Tensor, beta: float) -> torch.Tensor:
-        return (self.lambda_ps * self.constraint(masks, beta)).clamp(min=0)
+        return (self.lambda_ps * self.constraint(masks, check_beta(beta))).clamp(min=0)
 
     @torch.no_grad()
     def dual_step(self, masks: torch.Tensor, beta: float) -> torch.Tensor:

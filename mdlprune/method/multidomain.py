@@ -56,6 +56,8 @@ class MultiDomainNet(nn.Module):
                 ) from None
         if isinstance(domain, torch.Tensor) and domain.numel() == 1:
             domain = domain.item()
+        if isinstance(domain, bool):
+            raise TypeError(f"domain must be an int index or a domain name, got the bool {domain}")
         try:
             d = operator.index(domain)
         except TypeError:
@@ -71,6 +73,13 @@ class MultiDomainNet(nn.Module):
 
     def forward(self, x: torch.Tensor, domain: int | str) -> torch.Tensor:
         d = self.domain_index(domain)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor batch of images, got a {type(x).__name__}: convert it with "
+                            "torch.as_tensor(x, dtype=torch.float32)")  # fmt: skip
+        dtype = next((p.dtype for p in self.parameters()), x.dtype)
+        if x.dtype != dtype:
+            raise TypeError(f"the images are {x.dtype} but the model computes in {dtype}: normalise them to floats "
+                            f"first (e.g. x.to({dtype}) / 255 for uint8 images, then the domain's mean and std)")  # fmt: skip
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected a batch of images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"

@@ -33,7 +33,8 @@ import torchvision.models  # noqa: F401  (registers its model classes for the al
 from ..method import backbones, domain, multidomain, prune, switch
 from . import distributed
 
-__all__ = ["atomic_save", "save_model", "load_model", "trusted_globals", "load_checkpoint", "CheckpointError"]
+__all__ = ["atomic_save", "save_model", "load_model", "trusted_globals", "load_checkpoint", "CheckpointError",
+           "RunMismatchError", "check_identity", "check_rounds"]
 
 TRUSTED_MODULE_PREFIXES = ("torch.nn.", "torchvision.models.")
 
@@ -58,11 +59,20 @@ class CheckpointError(RuntimeError):
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` through a temporary file and a rename (atomic on POSIX and Windows)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name (or remove the folder)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:  # PyTorch's zip writer reports a failed write (e.g. a full disk) this way
+                if "PytorchStreamWriter" not in str(e) and "unexpected pos" not in str(e):
+                    raise
+                raise OSError(f"cannot write {path}: {' '.join(str(e).split())[:200]} (is the disk full?)") from e
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files; give it the usual permissions
@@ -81,6 +91,8 @@ def _umask() -> int:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: remove it or give the file's path")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: check the path, or train/save one first")
     if not zipfile.is_zipfile(path):
@@ -127,9 +139,15 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
     classes = trusted_globals(path)
     try:
         with torch.serialization.safe_globals(classes):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"cannot load {path}: {e}") from e
+    if not isinstance(obj, nn.Module):
+        what = "a training checkpoint" if isinstance(obj, dict) and "format" in obj else (
+            "a state dict" if isinstance(obj, dict) else f"a {type(obj).__name__}")
+        raise CheckpointError(f"{path} holds {what}, not a model: give a model file written by `mdlprune train` "
+                              "(model.pt) or `mdlprune prune`")  # fmt: skip
+    return obj
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict:
@@ -137,9 +155,54 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     path = Path(path)
     _check_file(path)
     try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}; the file is corrupt, delete it") from e
+    if names:
+        table = _allowlist()
+        if all(n in table for n in names):
+            raise CheckpointError(f"{path} is a saved model, not a training checkpoint: give the checkpoint.pt "
+                                  "of a run folder (or load the model with mdlprune.load_model)")  # fmt: skip
+        raise CheckpointError(f"{path} is not a training checkpoint: it asks to unpickle {names}, which mdlprune "
+                              "never writes into a checkpoint; refused")  # fmt: skip
+    try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot load checkpoint {path}: {e}; the file is corrupt, delete it") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a training checkpoint dict")
     return obj
+
+
+class RunMismatchError(CheckpointError):
+    """A checkpoint or run folder was made with other settings than the ones asked for now."""
+
+
+def check_rounds(done: int, asked: int, where: str | os.PathLike) -> None:
+    """Refuse a checkpoint that completed more rounds than a run asks for: its model is not that run's."""
+    if done > asked:
+        raise RunMismatchError(
+            f"{where} has trained {done} rounds, more than the {asked} asked for now: ask for at least {done} rounds, "
+            "write to another output folder, or pass --restart (Trainer: delete the checkpoint) to train afresh"
+        )
+
+
+def check_identity(saved: dict | None, now: dict, where: str | os.PathLike) -> None:
+    """Refuse (:class:`RunMismatchError`, naming every differing setting) unless the run identity stored in a
+    checkpoint equals ``now``. An identity is ``{section: {setting: value}}`` of everything that changes the
+    result (see :meth:`mdlprune.training.config.RunConfig.identity`)."""
+    saved = saved or {}
+    diffs = []
+    for section in sorted(set(saved) | set(now)):
+        a, b = saved.get(section) or {}, now.get(section) or {}
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            a, b = {"": a}, {"": b}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                name = f"{section}.{key}" if key else section
+                diffs.append(f"{name}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} now")
+    if diffs:
+        raise RunMismatchError(
+            f"{where} was trained with other settings ({'; '.join(diffs)}): resume with the same settings, write "
+            "to another output folder, or pass --restart (Trainer: delete the checkpoint) to train afresh"
+        )

@@ -35,6 +35,7 @@ import difflib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,6 @@ class TrainConfig:
         get_method(self.method)  # raises on an unknown name
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}{_closest(str(self.schedule), SCHEDULES)}: choose one of {list(SCHEDULES)}")
-        if isinstance(self.beta, bool):
-            raise ValueError(f"the budget beta must be a number in (0, 1], got {self.beta!r}")
         self.beta = check_beta(self.beta)
         _positive_int(self.rounds, "rounds")
         _positive_int(self.batch_size, "batch_size")
@@ -185,8 +184,10 @@ class TrainConfig:
         self.lr_milestones = tuple(_positive_int(m, "lr_milestones[i]", 0) for m in self.lr_milestones)
 
     def settings_that_matter(self) -> dict[str, Any]:
-        """The settings this method's training depends on (``rounds`` and ``extra`` aside): a checkpoint
-        resumes under any configuration that agrees on these, e.g. a Finetune run whatever ``beta`` says."""
+        """The settings this method's training depends on (``rounds`` and ``extra`` aside): a checkpoint resumes
+        under any configuration that agrees on these, e.g. a Finetune run whatever ``beta`` says. ``rounds`` may
+        grow (a run continues to more rounds, exactly as a longer run would train), never shrink (the trainer
+        refuses a checkpoint that trained more rounds than asked)."""
         method = get_method(self.method)
         ignored = {"rounds", "extra"}
         if not method.switches:
@@ -216,8 +217,7 @@ class RunConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
-            raise ValueError(f"unknown device {self.device!r}: choose auto, cpu, cuda or cuda:N")
+        check_device(self.device)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -303,8 +303,16 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     return RunConfig.from_dict(raw)
 
 
+def check_device(name: str) -> str:
+    """``name`` if it is a device a run can use (auto, cpu, cuda, cuda:N), else a ``ValueError``."""
+    if not (name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(name))):
+        raise ValueError(f"unknown device {name!r}: choose auto, cpu, cuda or cuda:N")
+    return name
+
+
 def resolve_device(name: str) -> str:
     """``auto`` → ``cuda`` if PyTorch sees a GPU, else ``cpu``; a CUDA device without a GPU is refused."""
+    check_device(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

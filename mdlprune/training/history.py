@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["History", "StepLog"]
+__all__ = ["History", "StepLog", "NonFiniteError"]
 
 
 class History:
@@ -143,6 +144,10 @@ class History:
 
 
 
+class NonFiniteError(ArithmeticError):
+    """Training produced NaN or inf (a loss, a multiplier, a parameter): it stops instead of saving garbage."""
+
+
 class StepLog:
     """Collects each step's logged values as tensors and turns them into numbers in batches.
 
@@ -168,6 +173,12 @@ class StepLog:
             torch.distributed.all_reduce(stacked)
             stacked /= self.world_size
         for (record, keys, _), row in zip(self._pending, stacked.cpu().tolist()):
+            bad = [k for k, v in zip(keys, row) if not math.isfinite(v)]
+            if bad:
+                self._pending.clear()
+                raise NonFiniteError(f"training diverged at step {record['step']}: {', '.join(bad)} became NaN or inf; "
+                                     "lower the learning rates (train.lr_domain, train.lr_switches) or the dual step "
+                                     "train.lr_lambda")  # fmt: skip
             entry = dict(record)
             for k, v in zip(keys, row):
                 if k.startswith("ce_"):  # a step on several domains (mixed schedule) logs their sum as "ce"

@@ -31,15 +31,15 @@ from ..method.domain import DomainBatchNorm2d
 from ..method.losses import BudgetLoss, intersection, make_sharing_loss, union
 from ..method.metrics import switch_costs
 from ..method.multidomain import MultiDomainNet
-from .checkpoint import CheckpointError, atomic_save, load_checkpoint
+from .checkpoint import CheckpointError, atomic_save, check_identity, check_rounds, load_checkpoint
 from .config import TrainConfig
 from .distributed import barrier, is_distributed, max_divergence
-from .history import History, StepLog
+from .history import History, NonFiniteError, StepLog
 from .methods import get_method
 from .optim import LazyAdam
 from .schedule import round_plan
 
-__all__ = ["Trainer", "recalibrate_batchnorm"]
+__all__ = ["Trainer", "recalibrate_batchnorm", "NonFiniteError"]
 
 CHECKPOINT_FORMAT = "mdlprune-train-2"
 
@@ -54,6 +54,9 @@ class Trainer:
         config: a :class:`~mdlprune.training.config.TrainConfig`.
         sharing_loss: a callable ``(masks, beta) -> scalar`` replacing ``config.sharing`` (methods with sharing).
         checkpoint: file to write checkpoints to (and to resume from with ``fit(resume=True)``).
+        identity: the run's other settings that change its result (``{"data": {...}, "model": {...}}``, see
+            :meth:`~mdlprune.training.config.RunConfig.identity`); stored in checkpoints with the training
+            settings, and a checkpoint made with different ones is refused.
         input_size: ``(C, H, W)``, needed only for MAC-weighted budgets.
         progress: show a ``tqdm.auto`` progress bar.
         log_every: convert the logged values to Python floats every this many steps (one device sync).
@@ -72,6 +75,7 @@ class Trainer:
         *,
         sharing_loss: Callable | None = None,
         checkpoint: str | os.PathLike | None = None,
+        identity: dict | None = None,
         input_size: Sequence[int] | None = None,
         progress: bool = True,
         log_every: int = 10,
@@ -85,10 +89,13 @@ class Trainer:
             )
         if any(len(loader) == 0 for loader in loaders):
             empty = [model.domain_names[d] for d, loader in enumerate(loaders) if len(loader) == 0]
-            raise ValueError(f"the training loaders of {empty} are empty")
+            raise ValueError(f"the training loaders of {empty} yield no batch: their training split is empty, or "
+                             f"smaller than the batch size {config.batch_size} (batches are full-sized): lower "
+                             "train.batch_size or give the domain more images")  # fmt: skip
         self.config, self.method = config, get_method(config.method)
         self.model, self.loaders = model, list(loaders)
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.identity = {**(identity or {}), "train": config.settings_that_matter(), "format": CHECKPOINT_FORMAT}
         self.progress, self.log_every = progress, max(1, int(log_every))
         self.rank = torch.distributed.get_rank() if is_distributed() else 0
         self.world_size = torch.distributed.get_world_size() if is_distributed() else 1
@@ -291,6 +298,7 @@ class Trainer:
         self.log.flush()
         state = {
             "format": CHECKPOINT_FORMAT,
+            "identity": self.identity,
             "config": self.config.to_dict(),
             "domain_names": list(self.model.domain_names),
             "model": self.model.state_dict(),
@@ -320,14 +328,8 @@ class Trainer:
             raise CheckpointError(
                 f"the checkpoint trains domains {state['domain_names']}, this trainer {list(self.model.domain_names)}"
             )
-        saved = state["config"]
-        now = self.config.settings_that_matter()
-        changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-        if changed:
-            raise CheckpointError(
-                f"the checkpoint was trained with other settings {changed} (saved, now): resume with the same "
-                "configuration, or start a new run in another checkpoint file"
-            )
+        check_identity(state.get("identity"), self.identity, self.checkpoint or "the checkpoint")
+        check_rounds(state["round"], self.config.rounds, self.checkpoint or "the checkpoint")
         self.model.load_state_dict(state["model"])
         self.opt_sgd.load_state_dict(state["opt_sgd"])
         if self.opt_switches is not None:
@@ -353,6 +355,11 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint (atomically; only rank 0 writes, the others wait for it)."""
         state = self.state_dict()  # (flushes the logs: a collective operation under torchrun)
+        bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"training diverged before step {self.global_step}: {len(bad)} trained tensors hold "
+                                 f"NaN or inf (e.g. {bad[0]}); lower the learning rates (train.lr_domain, "
+                                 "train.lr_switches) or the dual step train.lr_lambda")  # fmt: skip
         if self.checkpoint is not None and self.rank == 0:
             atomic_save(state, self.checkpoint)
         barrier()

@@ -15,7 +15,10 @@ Two ways to read a domain:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -58,6 +61,15 @@ def _render_chunk(name: str, seed: int, split: str, start: int, stop: int, store
     return out
 
 
+def _file_record(path: Path) -> dict:
+    """Size and SHA-256 of a cached file, as its split's manifest records them."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -74,6 +86,7 @@ class MiniDomain:
         self.sizes = dict(sizes)
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._stats: tuple[list[float], list[float]] | None = None
+        self._verified: set[str] = set()
 
     name = property(lambda self: self.spec.name)
     num_classes = property(lambda self: self.spec.num_classes)
@@ -90,20 +103,42 @@ class MiniDomain:
     def is_cached(self, split: str) -> bool:
         return self._path(split, "images").is_file() and self._path(split, "labels").is_file()
 
+    def is_trusted(self, split: str) -> bool:
+        """The split is cached and its files match their manifest (checked once; a mismatch is reported on
+        stderr, and the caller regenerates the split)."""
+        if split in self._verified:
+            return True
+        if not self.is_cached(split):
+            return False
+        problem = self._cache_problem(split)
+        if problem is not None:
+            print(f"mdlprune: regenerating the cached {self.name}/{split} in {self.bench.cache_dir}: {problem}",
+                  file=sys.stderr)  # fmt: skip
+            return False
+        self._verified.add(split)
+        return True
+
+    def _cache_problem(self, split: str) -> str | None:
+        """Why the cached split cannot be trusted (``None`` if its files match the manifest written with them)."""
+        manifest = self._path(split, "manifest").with_suffix(".json")
+        if not manifest.is_file():
+            return f"it has no manifest ({manifest.name})"
+        try:
+            record = json.loads(manifest.read_text())
+            changed = [w for w in ("images", "labels") if _file_record(self._path(split, w)) != record[w]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"its manifest cannot be read ({e})"
+        return f"its {' and '.join(changed)} changed since they were generated" if changed else None
+
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(images uint8 (N, S, S, 3), labels int64 (N,))`` at the stored size S, generated on first use."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: the mini-decathlon has {list(SPLITS)}")
         if split not in self._arrays:
-            if not self.is_cached(split):
+            if not self.is_trusted(split):
                 self.bench._generate([(self, split)])
             images = np.load(self._path(split, "images"))
             labels = np.load(self._path(split, "labels"))
-            if len(images) != self.sizes[split] or images.shape[1:] != (self.bench.stored_size,) * 2 + (3,):
-                raise RuntimeError(
-                    f"the cached {self.name}/{split} at {self._path(split, 'images')} has the wrong shape "
-                    f"{images.shape}: delete {self.bench.cache_dir} and it will be generated again"
-                )
             self._arrays[split] = (images, labels)
         return self._arrays[split]
 
@@ -168,6 +203,10 @@ class MiniDecathlon(Benchmark):
     def _all_domains(self) -> list[MiniDomain]:
         return [*self.targets, self.source]
 
+    def identity(self) -> dict:
+        return {**super().identity(), "generator": GENERATOR_VERSION, "seed": self.seed,
+                "sizes": {d.name: d.sizes for d in self.targets}}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"MiniDecathlon({self.image_size} px, seed {self.seed}, targets={self.names}, cache={self.cache_dir})"
 
@@ -175,7 +214,7 @@ class MiniDecathlon(Benchmark):
         """Draw and cache every split not cached yet; returns the seconds it took."""
         domains = [*self.targets, self.source] if include_source else list(self.targets)
         t0 = time.perf_counter()
-        self._generate([(d, s) for d in domains for s in SPLITS if not d.is_cached(s)])
+        self._generate([(d, s) for d in domains for s in SPLITS if not d.is_trusted(s)])
         return time.perf_counter() - t0
 
     def _generate(self, todo: list[tuple[MiniDomain, str]]) -> None:
@@ -201,6 +240,9 @@ class MiniDecathlon(Benchmark):
             images = np.concatenate(parts[(d.name, split)]) if n else np.empty((0, self.stored_size, self.stored_size, 3), np.uint8)
             _save_npy(d._path(split, "images"), images)
             _save_npy(d._path(split, "labels"), np.arange(n, dtype=np.int64) % d.num_classes)
+            manifest = {what: _file_record(d._path(split, what)) for what in ("images", "labels")}
+            d._path(split, "manifest").with_suffix(".json").write_text(json.dumps(manifest, indent=1) + "\n")
+            d._verified.add(split)
 
     def sample_grid(self, path: str | os.PathLike | None = None, per_domain: int = 8, include_source: bool = True, split: str = "val"):
         """A figure with ``per_domain`` samples of every domain (one row each); saved to ``path`` if given."""

@@ -73,6 +73,10 @@ class DecathlonDataset(torch.utils.data.Dataset):
             raise DatasetNotFoundError(f"malformed annotations {ann_path} ({type(e).__name__}: {e}): {_GET_IT}") from e
         self.num_classes = len(categories)
         self.samples = [(self.root / f, labels.get(i, -1)) for i, f in sorted(images.items())]
+        bad = sorted({y for y in labels.values() if not 0 <= y < self.num_classes})
+        if bad:
+            raise DatasetNotFoundError(f"{ann_path} has category ids outside its {self.num_classes} categories (labels "
+                                       f"{bad[:5]} after the offset): the file is malformed; {_GET_IT}")  # fmt: skip
         if split != "test" and len(labels) != len(images):
             raise DatasetNotFoundError(f"{ann_path} labels {len(labels)} of its {len(images)} images: the file is malformed")
         for path, _ in self.samples[:1] + self.samples[-1:]:
@@ -86,8 +90,12 @@ class DecathlonDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, SyntaxError) as e:  # PIL: unreadable, truncated or not an image
+            raise OSError(f"cannot read the image {path} ({e}): the file is corrupt; extract it again from "
+                          "decathlon-1.0-data.tar.gz") from e
         return (self.transform(image) if self.transform else image), label
 
 

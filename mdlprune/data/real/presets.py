@@ -167,9 +167,11 @@ def imagenet_to_sketch(
         except FileNotFoundError as e:
             raise DatasetNotFoundError(f"ImageNet-to-Sketch domain {name!r}: {e}") from e
         if base_train.classes != base_test.classes:
+            only_train = sorted(set(base_train.classes) - set(base_test.classes))
+            only_test = sorted(set(base_test.classes) - set(base_train.classes))
             raise DatasetNotFoundError(
-                f"{name}: train and test have different class folders ({len(base_train.classes)} vs "
-                f"{len(base_test.classes)}); both need every class"
+                f"{name}: train and test have different class folders (only in train: {only_train[:5]}, only in "
+                f"test: {only_test[:5]}); both splits need the same class folders"
             )
         tr, va = _holdout(len(base_train), val_fraction, seed)
         out[name] = RealDomain(
@@ -225,6 +227,10 @@ class RealBenchmark(Benchmark):
 
     def generate(self, include_source: bool = False) -> float:
         return 0.0  # real data are read from disk as needed
+
+    def identity(self) -> dict:
+        sizes = {t.name: {s: len(getattr(t.domain, s)) for s in ("train", "val", "test")} for t in self.targets}
+        return {**super().identity(), "sizes": sizes}
 
     def __repr__(self) -> str:
         return f"RealBenchmark({self.names}, {self.image_size} px)"
