@@ -8,7 +8,9 @@ import torch
 from mdlprune.experiments.cli import main
 from mdlprune.data import mini_decathlon
 from mdlprune.experiments.evaluate import accuracy, results_table
-from mdlprune.experiments.runs import evaluate_from_config, evaluate_method, mini_config, train_from_config, train_method
+from mdlprune.experiments.runs import (TrainedMethod, evaluate_from_config, evaluate_method, mini_config, run_methods,
+                                      train_from_config, train_method)
+from mdlprune.training.domain_state import load_domain_state
 from mdlprune.method.backbones import resnet26
 from mdlprune.data.shipped import backbone_record, load_backbone, shipped_dir
 from mdlprune.training.checkpoint import CheckpointError, load_model
@@ -111,3 +113,21 @@ def test_the_shipped_backbone_loads_offline_and_is_verified(tmp_path):
         load_backbone(folder=folder)
     with pytest.raises(FileNotFoundError, match="no backbone record"):
         load_backbone("resnet99", folder=folder)
+
+
+def test_exported_runs_rebuild_to_the_same_accuracies(bench, backbone, tmp_path):
+    """What a sweep ships (the domain-specific parameters of every run) reproduces its accuracies exactly."""
+    results = run_methods([("ours", 0.5, 1)], backbone, bench, checkpoint_dir=tmp_path / "ckpt", progress=False,
+                          quick=True, export_dir=tmp_path / "trained", rounds=1, batch_size=16, log=lambda s: None)
+    result = results[0]
+    assert result.seed == 1 and result.label == "Ours β=0.50 (seed 1)"
+    model, meta = load_domain_state(tmp_path / "trained" / "ours-beta0.5-seed1.pt", backbone)
+    assert meta["accuracies"] == result.accuracies and meta["seed"] == 1
+    rebuilt = evaluate_method(TrainedMethod("ours", result_config(meta), [model], [], 0.0), bench, backbone)
+    assert rebuilt.accuracies == result.accuracies and rebuilt.rel_params == result.rel_params
+    row = result.row({d: 50.0 for d in bench.names})
+    assert {"method", "beta", "seed", "accuracies", "s_score", "s_o", "s_p", "macs", "params", "max_theta_bar"} <= set(row)
+
+
+def result_config(meta):
+    return cfg(meta["method"], meta["beta"], seed=meta["seed"])

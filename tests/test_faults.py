@@ -330,7 +330,7 @@ def test_a_batch_larger_than_the_split_is_named():
         def __len__(self):
             return 0
 
-    with pytest.raises(ValueError, match="smaller than the batch size 64"):
+    with pytest.raises(ValueError, match=r"smaller than one batch .*train.batch_size is 64"):
         Trainer(model, [Empty()], TrainConfig(batch_size=64), progress=False)
 
 

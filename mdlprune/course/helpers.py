@@ -32,7 +32,7 @@ class Setup:
     checkpoints: Path
 
     def __str__(self) -> str:
-        mode = "QUICK (MDLPRUNE_QUICK=1: small data, few epochs)" if self.quick else "full"
+        mode = "QUICK (MDLPRUNE_QUICK=1: small data, few rounds)" if self.quick else "full"
         return f"mode: {mode}\ndevice: {self.device}\ndata: {self.data_dir}\ncheckpoints: {self.checkpoints}"
 
 

@@ -78,9 +78,9 @@ def load_baseline(path: str | Path | None = None) -> tuple[dict[str, float] | No
     """The Finetune accuracies that set the S-score's E_max, and a sentence saying where they come from.
 
     Default: the shipped record of the mini-decathlon (``data/baselines/mini-finetune.json``, written by
-    ``mdlprune sweep --record-baseline``). Returns ``(None, why)`` when there is none."""
+    ``mdlprune sweep --record-baseline data/baselines/mini-finetune.json``). Returns ``(None, why)`` when there is none."""
     path = Path(path) if path else shipped_dir() / BASELINE
     if not path.is_file():
-        return None, f"no Finetune baseline at {path}: S-scores need one (`mdlprune sweep --record-baseline`)"
+        return None, f"no Finetune baseline at {path}: S-scores need one (`mdlprune sweep --record-baseline data/baselines/mini-finetune.json`)"
     record = json.loads(path.read_text())
     return record["accuracies"], f"E_max from the Finetune run in {path.name} ({record['command']})"

@@ -30,7 +30,7 @@ from ..training.checkpoint import CheckpointError, load_model, save_model
 from ..training.history import NonFiniteError
 from ..training.config import load_config, quick_mode, resolve_device
 from ..training.methods import METHODS
-from .evaluate import results_table
+from .evaluate import results_table, seed_spread
 from .plots import pareto_plot
 from .provenance import command, machine
 from .report import Table, format_bits
@@ -40,7 +40,7 @@ __all__ = ["main", "build_parser", "ANTICIPATED"]
 
 #: the errors a user can cause and fix (configuration, data, checkpoints, files, devices, a diverged run): the
 #: command prints them as one line and exits with 2; anything else is a bug and keeps its traceback
-ANTICIPATED = (ValueError, TypeError, KeyError, OSError, CheckpointError, NonFiniteError)
+ANTICIPATED = (ValueError, TypeError, OSError, CheckpointError, NonFiniteError)
 
 
 # -- smoke -------------------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
     backbone = load_backbone()
     results = run_methods([("ba2", args.beta), ("ours", args.beta)], backbone, bench, device=device,
                           checkpoint_dir=out / "checkpoints", progress=not args.no_progress, preset=preset,
-                          **_overrides(args))  # fmt: skip
+                          restart=args.restart, **_overrides(args))  # fmt: skip
     baseline, note = load_baseline(args.baseline)
     print()
     if baseline is not None:
@@ -141,9 +141,10 @@ def _sweep(args: argparse.Namespace) -> int:
     bench.generate(include_source=False)
     backbone = load_backbone()
     baselines = [(m.name, None) for m in METHODS.values() if not m.switches]
-    methods = baselines + [(m.name, b) for b in args.betas for m in METHODS.values() if m.switches]
+    methods = baselines + [(m.name, b, s) for s in args.seeds for b in args.betas for m in METHODS.values() if m.switches]
     results = run_methods(methods, backbone, bench, device=device, checkpoint_dir=out / "checkpoints",
-                          progress=not args.no_progress, preset=preset, **_overrides(args))  # fmt: skip
+                          progress=not args.no_progress, preset=preset, export_dir=out / "trained",
+                          restart=args.restart, **_overrides(args))  # fmt: skip
     finetune = next(r for r in results if METHODS[r.method].s_score_baseline)
     baseline = finetune.accuracies
     table = results_table(results, baseline, title="mini-decathlon (test set; E_max from this run's Finetune)")
@@ -151,7 +152,12 @@ def _sweep(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     meta = dict(command=command(args.argv), machine=machine(device), seconds=round(seconds, 1), baseline=baseline)
     save_results(results, out / "results.json", **meta)
-    (out / "table.md").write_text(table.to_markdown() + "\n")
+    rows = [r.row(baseline) for r in results]
+    (out / "mini-sweep.json").write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
+    spread = seed_spread(results, baseline, title="spread over seeds (mean ± std)")
+    if spread.rows:
+        print(f"\n{spread}")
+    (out / "table.md").write_text(table.to_markdown() + "\n" + (f"\n{spread.to_markdown()}\n" if spread.rows else ""))
     pareto_plot(results, baseline).savefig(out / "pareto.png", dpi=110)
     record = json.dumps({"accuracies": baseline, "command": meta["command"], "machine": meta["machine"],
                          "settings": finetune.notes}, indent=2) + "\n"  # fmt: skip
@@ -160,7 +166,8 @@ def _sweep(args: argparse.Namespace) -> int:
         Path(args.record_baseline).parent.mkdir(parents=True, exist_ok=True)
         Path(args.record_baseline).write_text(record)
         print(f"recorded the Finetune baseline in {args.record_baseline}")
-    print(f"\nwrote {out}/results.json, table.md, pareto.png, finetune-baseline.json; total {seconds / 60:.1f} min")
+    print(f"\nwrote {out}/results.json, mini-sweep.json, table.md, pareto.png, finetune-baseline.json, trained/ "
+          f"(the domain-specific parameters of every run); total {seconds / 60:.1f} min")
     return 0
 
 
@@ -224,14 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="the mini-quick preset: tiny data, 2 rounds (as MDLPRUNE_QUICK=1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--restart", action="store_true", help="train afresh over the output folder's checkpoints")
 
     p = add("sweep", _sweep, "Feature, Finetune, BA² and Ours over a β sweep: table and Pareto plots")
     p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train the methods with switches once per "
+                   "seed (heads' initialisation and data order), and report the spread (default: seed 0)")
     p.add_argument("--rounds", type=int, help="round-robin rounds of training (overrides the preset)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--restart", action="store_true", help="train afresh over the output folder's checkpoints")
     p.add_argument("--record-baseline", metavar="PATH", help="also write the Finetune accuracies there (the sweep "
                    "always writes OUT/finetune-baseline.json); data/baselines/mini-finetune.json is the shipped one")
 

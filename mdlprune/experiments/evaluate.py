@@ -2,7 +2,7 @@
 
 A :class:`MethodResult` holds what one method achieved (accuracies, relative MACs and Params, θ̄_d); a list
 of them plus the baseline (Finetune) accuracies makes :func:`results_table`, a plain
-:class:`~mdlprune.report.Table` that prints as Markdown, with S, S_O and S_P.
+:class:`~mdlprune.experiments.report.Table` that prints as Markdown, with S, S_O and S_P.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..method.metrics import s_o, s_p, s_score
 from ..training.methods import METHODS
 from .report import Table
 
-__all__ = ["accuracy", "protocol_crops", "MethodResult", "results_table"]
+__all__ = ["accuracy", "protocol_crops", "MethodResult", "results_table", "seed_spread"]
 
 
 def protocol_crops(flip: bool) -> int:
@@ -62,6 +62,7 @@ class MethodResult:
     union_fraction: float | None = None  # fraction of the network's switches on in some domain
     seconds: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +74,18 @@ class MethodResult:
     @property
     def label(self) -> str:
         name = METHODS[self.method].label if self.method in METHODS else self.method
-        return name if self.beta is None else f"{name} β={self.beta:.2f}"
+        name = name if self.beta is None else f"{name} β={self.beta:.2f}"
+        return name if not self.seed else f"{name} (seed {self.seed})"
+
+    def row(self, baseline: Mapping[str, float]) -> dict[str, Any]:
+        """The machine-readable record of this result, with the S-scores against ``baseline``
+        (its Finetune accuracies): what ``docs/results/*.json`` hold."""
+        s = s_score({d: self.accuracies[d] for d in baseline}, baseline)
+        return {"method": self.method, "beta": self.beta, "seed": self.seed, "accuracies": self.accuracies,
+                "mean_accuracy": sum(self.accuracies.values()) / len(self.accuracies), "s_score": s,
+                "s_o": s_o(s, self.rel_macs), "s_p": s_p(s, self.rel_params), "macs": self.rel_macs,
+                "params": self.rel_params, "max_theta_bar": max(self.theta_bar.values()) if self.theta_bar else None,
+                "union": self.union_fraction}  # fmt: skip
 
 
 def results_table(results: Sequence[MethodResult], baseline: Mapping[str, float], title: str | None = None) -> Table:
@@ -87,4 +99,26 @@ def results_table(results: Sequence[MethodResult], baseline: Mapping[str, float]
             *(f"{r.accuracies[d]:.1f}" for d in domains),
             f"{s:.0f}", f"{s_o(s, r.rel_macs):.0f}", f"{s_p(s, r.rel_params):.0f}",
         )  # fmt: skip
+    return table
+
+
+def seed_spread(results: Sequence[MethodResult], baseline: Mapping[str, float], title: str | None = None) -> Table:
+    """Mean ± standard deviation over seeds of every (method, β) run with several seeds: mean accuracy, S, and
+    the accuracy of each domain. What a difference between two methods must exceed to be more than noise."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r.method, r.beta), []).append(r.row(baseline))
+    domains = list(baseline)
+    table = Table(["method", "seeds", "mean accuracy", "S", *domains], title=title)
+    for (method, beta), rows in groups.items():
+        if len(rows) < 2:
+            continue
+
+        def spread(values):
+            t = torch.tensor(values, dtype=torch.float64)
+            return f"{float(t.mean()):.1f} ± {float(t.std()):.1f}"
+
+        label = MethodResult(method, beta, {}, 0.0, 0.0).label
+        table.add(label, len(rows), spread([r["mean_accuracy"] for r in rows]), spread([r["s_score"] for r in rows]),
+                  *(spread([r["accuracies"][d] for r in rows]) for d in domains))  # fmt: skip
     return table

@@ -28,7 +28,8 @@ from ..method.multidomain import MultiDomainNet, to_multidomain
 from ..method.prune import compare_outputs, prune
 from ..training.checkpoint import check_identity, check_rounds, load_checkpoint, load_model, save_model
 from ..training.config import RunConfig, TrainConfig, load_config, quick_mode
-from ..training.distributed import convert_sync_batchnorm, init_from_env, is_distributed, revert_sync_batchnorm
+from ..training.distributed import barrier, convert_sync_batchnorm, init_from_env, is_distributed, revert_sync_batchnorm
+from ..training.domain_state import save_domain_state
 from ..training.history import History
 from ..training.methods import get_method
 from ..training.trainer import Trainer
@@ -62,7 +63,10 @@ def run_identity(bench: Benchmark, backbone: nn.Module, model_settings: dict | N
     """The data and model part of a run's identity (the trainer adds the training settings): a checkpoint made
     on other data or from another backbone is never resumed (:func:`~mdlprune.training.checkpoint.check_identity`).
     ``model_settings``: the configuration's ``model`` section, when the run comes from one (clearer messages)."""
-    model = {**(model_settings or {}), "class": type(backbone).__name__, "sha256": fingerprint(backbone)}
+    settings = dict(model_settings or {})
+    if settings.get("backbone") == "mini":  # the shipped backbone: width, k and weights do not apply
+        settings = {"backbone": "mini"}
+    model = {**settings, "class": type(backbone).__name__, "sha256": fingerprint(backbone)}
     return {"data": bench.identity(), "model": model}
 
 
@@ -107,7 +111,7 @@ def train_method(
     if config.method != method:
         config = dataclasses.replace(config, method=method)
     t0 = time.perf_counter()
-    name = tag or (f"{method}-beta{config.beta:g}" if spec.switches else method)
+    name = tag or (f"{method}-beta{config.beta:g}" if spec.switches else method) + (f"-seed{config.seed}" if config.seed else "")
     n = len(bench)
     groups = [[d] for d in range(n)] if spec.per_domain_models else [list(range(n))]
     per_step = config.batch_size // n if config.schedule == "mixed" else config.batch_size
@@ -188,13 +192,13 @@ def evaluate_method(
         final_model = model
     notes["crops"] = crops
     result = MethodResult(trained.method, trained.config.beta if spec.switches else None, accs, rel_macs, rel_params,
-                          theta, union_fraction, round(trained.seconds, 1), notes)  # fmt: skip
+                          theta, union_fraction, round(trained.seconds, 1), notes, trained.config.seed)  # fmt: skip
     result.model = final_model  # not serialised; kept for saving the pruned model
     return result
 
 
 def run_methods(
-    methods: Sequence[tuple[str, float | None]],
+    methods: Sequence[tuple[str, float | None] | tuple[str, float | None, int]],
     backbone: nn.Module,
     bench: Benchmark,
     *,
@@ -203,17 +207,26 @@ def run_methods(
     progress: bool = True,
     quick: bool | None = None,
     preset: str | None = None,
+    export_dir: str | Path | None = None,
+    restart: bool = False,
     log: Callable[[str], None] = print,
     **overrides,
 ) -> list[MethodResult]:
-    """Train and evaluate each ``(method, beta)`` with the settings of :func:`mini_config` (``beta`` is
-    ignored by the methods without switches)."""
+    """Train and evaluate each ``(method, beta)`` or ``(method, beta, seed)`` with the settings of
+    :func:`mini_config` (``beta`` is ignored by the methods without switches). With ``export_dir``, the
+    domain-specific parameters of every multi-domain model are written there
+    (:func:`~mdlprune.training.domain_state.save_domain_state`), with the run's results."""
     results = []
-    for method, beta in methods:
-        config = mini_config(method, beta if beta is not None else 1.0, quick, preset, **overrides)
+    for method, beta, *seed in methods:
+        extra = {"seed": seed[0]} if seed else {}
+        config = mini_config(method, beta if beta is not None else 1.0, quick, preset, **{**overrides, **extra})
         trained = train_method(method, backbone, bench, config, device=device, checkpoint_dir=checkpoint_dir,
-                               progress=progress)  # fmt: skip
+                               progress=progress, restart=restart)  # fmt: skip
         result = evaluate_method(trained, bench, backbone, device=device)
+        if export_dir is not None and not get_method(method).per_domain_models:
+            name = f"{result.method}" + (f"-beta{result.beta:g}" if result.beta is not None else "") + f"-seed{result.seed}"
+            save_domain_state(trained.models[0], Path(export_dir) / f"{name}.pt", **result.to_dict(),
+                              identity=trained.models[0].run_identity)  # fmt: skip
         log(f"{result.label}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.accuracies.items())
             + f" | MACs {result.rel_macs:.3f}, Params {result.rel_params:.3f} ({trained.seconds:.0f} s)")  # fmt: skip
         result.histories = trained.histories
@@ -265,6 +278,7 @@ def train_from_config(cfg: RunConfig, dry_run: bool = False, restart: bool = Fal
     if restart and info.is_main and out.is_dir():
         for old in [*out.glob("checkpoint*.pt"), *out.glob("model*.pt"), *out.glob("history*.json"), out / "config.yaml"]:
             old.unlink(missing_ok=True)
+    barrier()  # (under torchrun: the other ranks look at the folder only once rank 0 has cleared it)
     _check_folder(out, bench, backbone, train, dataclasses.asdict(cfg.model))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def to_multidomain(
 
     Args:
         backbone: a torchvision-style CNN (e.g. ``torchvision.models.resnet18()``, or
-            :func:`mdlprune.models.resnet26`).
+            :func:`mdlprune.method.backbones.resnet26`).
         num_classes: classes per domain, a sequence (one entry per domain) or a ``{name: classes}`` dict.
         head: attribute path of the classifier to replace.
         domain_names: names of the domains (default ``"domain0"``, ...), usable as ``model(x, name)``.

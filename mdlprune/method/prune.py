@@ -5,7 +5,7 @@ A switch convolution's input channel ``c`` can be removed when it is off in *eve
 domains' channels, ``K[:, keep]``, plus, only where the domains still differ on the kept channels, one bit
 per kept channel and domain.
 
-Beyond the paper, pruning is *dependency-aware* (:mod:`mdlprune.dependencies`): where a producer's output
+Beyond the paper, pruning is *dependency-aware* (:mod:`mdlprune.method.dependencies`): where a producer's output
 channel is read only by switch convolutions that all dropped it, the producer's filter and its
 BatchNorm channels go too. Channels of a residual stream are read by additions and shortcuts as well, so
 there only the consumer shrinks: it gathers the kept channels of its input (``in_index``).

@@ -6,6 +6,7 @@
 ``schedule``       which domains each step of a round trains on
 ``trainer``        :class:`Trainer`: CE + L_B + L_PS, the dual steps, exact resume
 ``optim``          lazy Adam for the switches
+``recalibrate``    BatchNorm statistics recomputed with the final switches
 ``history``        what a run logs, and its plots
 ``checkpoint``     atomic saves; loading with ``weights_only=True`` and an allowlist
 ``distributed``    ``torchrun`` / DistributedDataParallel, synchronised BatchNorm
@@ -14,7 +15,8 @@
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, quick_mode
 from .methods import METHODS, Method, get_method
-from .trainer import Trainer, recalibrate_batchnorm
+from .recalibrate import recalibrate_batchnorm
+from .trainer import Trainer
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "RunConfig", "load_config", "quick_mode", "Method", "METHODS",
            "get_method", "Trainer", "recalibrate_batchnorm"]  # fmt: skip

@@ -11,7 +11,7 @@
 The same thing by hand::
 
     names = torch.serialization.get_unsafe_globals_in_checkpoint("pruned.pt")   # inspect them first
-    with torch.serialization.safe_globals(mdlprune.serialization.trusted_globals("pruned.pt")):
+    with torch.serialization.safe_globals(mdlprune.training.checkpoint.trusted_globals("pruned.pt")):
         model = torch.load("pruned.pt", weights_only=True)
 """
 
@@ -174,6 +174,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return obj
 
 
+RESTART = "mdlprune train/demo/sweep --restart; train_method(..., restart=True); or delete the checkpoint"
+
+
 class RunMismatchError(CheckpointError):
     """A checkpoint or run folder was made with other settings than the ones asked for now."""
 
@@ -183,15 +186,17 @@ def check_rounds(done: int, asked: int, where: str | os.PathLike) -> None:
     if done > asked:
         raise RunMismatchError(
             f"{where} has trained {done} rounds, more than the {asked} asked for now: ask for at least {done} rounds, "
-            "write to another output folder, or pass --restart (Trainer: delete the checkpoint) to train afresh"
+            f"or keep both runs apart (another output folder; tag= in Python), or train afresh over it ({RESTART})"
         )
 
 
 def check_identity(saved: dict | None, now: dict, where: str | os.PathLike) -> None:
     """Refuse (:class:`RunMismatchError`, naming every differing setting) unless the run identity stored in a
     checkpoint equals ``now``. An identity is ``{section: {setting: value}}`` of everything that changes the
-    result (see :meth:`mdlprune.training.config.RunConfig.identity`)."""
-    saved = saved or {}
+    result (see :func:`mdlprune.experiments.runs.run_identity`)."""
+    if not saved:
+        raise RunMismatchError(f"{where} does not record the settings it was trained with (an older mdlprune wrote "
+                               f"it): train afresh over it ({RESTART})")  # fmt: skip
     diffs = []
     for section in sorted(set(saved) | set(now)):
         a, b = saved.get(section) or {}, now.get(section) or {}
@@ -203,6 +208,6 @@ def check_identity(saved: dict | None, now: dict, where: str | os.PathLike) -> N
                 diffs.append(f"{name}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} now")
     if diffs:
         raise RunMismatchError(
-            f"{where} was trained with other settings ({'; '.join(diffs)}): resume with the same settings, write "
-            "to another output folder, or pass --restart (Trainer: delete the checkpoint) to train afresh"
+            f"{where} was trained with other settings ({'; '.join(diffs)}): resume with the same settings, keep both "
+            f"runs apart (another output folder; tag= in Python), or train afresh over it ({RESTART})"
         )

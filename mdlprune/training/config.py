@@ -190,8 +190,8 @@ class TrainConfig:
         refuses a checkpoint that trained more rounds than asked)."""
         method = get_method(self.method)
         ignored = {"rounds", "extra"}
-        if not method.switches:
-            ignored.update(("beta", "lr_switches", "lr_lambda", "cost_weighted", "switch_optimizer"))
+        if not method.switches:  # (BatchNorm recalibration follows the switches' final masks)
+            ignored.update(("beta", "lr_switches", "lr_lambda", "cost_weighted", "switch_optimizer", "bn_recalibration"))
         if not method.sharing:
             ignored.update(("sharing", "lambda_ps", "learnable_lambda_ps", "lr_lambda_ps"))
         return {k: v for k, v in self.to_dict().items() if k not in ignored}

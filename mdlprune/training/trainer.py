@@ -17,6 +17,8 @@ generator, the position in the round and the history.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,11 +39,12 @@ from .distributed import barrier, is_distributed, max_divergence
 from .history import History, NonFiniteError, StepLog
 from .methods import get_method
 from .optim import LazyAdam
+from .recalibrate import recalibrate_batchnorm
 from .schedule import round_plan
 
-__all__ = ["Trainer", "recalibrate_batchnorm", "NonFiniteError"]
+__all__ = ["Trainer", "NonFiniteError"]
 
-CHECKPOINT_FORMAT = "mdlprune-train-2"
+CHECKPOINT_FORMAT = "mdlprune-train-3"
 
 
 class Trainer:
@@ -55,7 +58,7 @@ class Trainer:
         sharing_loss: a callable ``(masks, beta) -> scalar`` replacing ``config.sharing`` (methods with sharing).
         checkpoint: file to write checkpoints to (and to resume from with ``fit(resume=True)``).
         identity: the run's other settings that change its result (``{"data": {...}, "model": {...}}``, see
-            :meth:`~mdlprune.training.config.RunConfig.identity`); stored in checkpoints with the training
+            :func:`~mdlprune.experiments.runs.run_identity`); stored in checkpoints with the training
             settings, and a checkpoint made with different ones is refused.
         input_size: ``(C, H, W)``, needed only for MAC-weighted budgets.
         progress: show a ``tqdm.auto`` progress bar.
@@ -90,12 +93,15 @@ class Trainer:
         if any(len(loader) == 0 for loader in loaders):
             empty = [model.domain_names[d] for d, loader in enumerate(loaders) if len(loader) == 0]
             raise ValueError(f"the training loaders of {empty} yield no batch: their training split is empty, or "
-                             f"smaller than the batch size {config.batch_size} (batches are full-sized): lower "
-                             "train.batch_size or give the domain more images")  # fmt: skip
+                             "smaller than one batch (batches are full-sized; train.batch_size is "
+                             f"{config.batch_size}): lower train.batch_size or give the domain more images")  # fmt: skip
         self.config, self.method = config, get_method(config.method)
         self.model, self.loaders = model, list(loaders)
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.identity = {**(identity or {}), "train": config.settings_that_matter(), "format": CHECKPOINT_FORMAT}
+        train = config.settings_that_matter()
+        if sharing_loss is not None and "sharing" in train:  # a loss of the user's: its name and code identify it
+            train["sharing"] = _callable_identity(sharing_loss)
+        self.identity = {**(identity or {}), "train": train, "format": CHECKPOINT_FORMAT}
         self.progress, self.log_every = progress, max(1, int(log_every))
         self.rank = torch.distributed.get_rank() if is_distributed() else 0
         self.world_size = torch.distributed.get_world_size() if is_distributed() else 1
@@ -365,33 +371,12 @@ class Trainer:
         barrier()
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: MultiDomainNet, loaders: Sequence, batches: int = 20) -> None:
-    """Recompute every domain's BatchNorm running statistics with its current switches.
-
-    During simultaneous training a domain's switches keep changing after its last batches (the sharing loss
-    moves them while other domains train), so the running statistics its BatchNorms collected no longer match
-    the masks the model is evaluated with. This runs ``batches`` training batches of each domain through the
-    model, averaging the statistics of each batch equally (``momentum=None``); nothing else changes.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    norms = [m for m in model.modules() if isinstance(m, DomainBatchNorm2d)]
-    for d, loader in enumerate(loaders):
-        bns = [m.bns[d] for m in norms]
-        momenta = [bn.momentum for bn in bns]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        saved = loader.state_dict()  # leave the training randomness untouched
-        for k, (x, _) in enumerate(loader.iterate()):
-            if k == batches:
-                break
-            model(x.to(device), d)
-        loader.load_state_dict(saved)
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-            bn.eval()
-    model.train(was_training)
+def _callable_identity(fn: Callable) -> str:
+    """``module.qualname`` of a callable, with a hash of its source when Python can read it (a loss edited in
+    a notebook is then another loss)."""
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    try:
+        source = inspect.getsource(fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn))
+    except (OSError, TypeError):
+        return name
+    return f"{name}#{hashlib.sha256(source.encode()).hexdigest()[:12]}"

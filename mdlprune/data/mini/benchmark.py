@@ -70,6 +70,12 @@ def _file_record(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
+def _save_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -78,7 +84,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 class MiniDomain:
-    """One domain of the mini-decathlon (see :mod:`mdlprune.data.domains` for what each one draws)."""
+    """One domain of the mini-decathlon (see :mod:`mdlprune.data.mini.domains` for what each one draws)."""
 
     def __init__(self, spec: DomainSpec, bench: "MiniDecathlon", sizes: Mapping[str, int]):
         self.spec = spec
@@ -241,7 +247,7 @@ class MiniDecathlon(Benchmark):
             _save_npy(d._path(split, "images"), images)
             _save_npy(d._path(split, "labels"), np.arange(n, dtype=np.int64) % d.num_classes)
             manifest = {what: _file_record(d._path(split, what)) for what in ("images", "labels")}
-            d._path(split, "manifest").with_suffix(".json").write_text(json.dumps(manifest, indent=1) + "\n")
+            _save_text(d._path(split, "manifest").with_suffix(".json"), json.dumps(manifest, indent=1) + "\n")
             d._verified.add(split)
 
     def sample_grid(self, path: str | os.PathLike | None = None, per_domain: int = 8, include_source: bool = True, split: str = "val"):

@@ -183,7 +183,7 @@ def imagenet_to_sketch(
 
 
 def decathlon_devkit(root: str | os.PathLike, domains: Sequence[str] | None = None, max_stat_images: int = 1000) -> dict[str, RealDomain]:
-    """The Visual Decathlon from its devkit (see :mod:`mdlprune.data.decathlon`), with per-dataset mean/std
+    """The Visual Decathlon from its devkit (see :mod:`mdlprune.data.real.decathlon`), with per-dataset mean/std
     computed on the training images. The devkit's test labels are withheld (the evaluation server has them),
     so ``test`` is the labelled validation split here, tested with the protocol's crops."""
     out = {}
