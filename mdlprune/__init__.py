@@ -21,7 +21,8 @@ The names below are the public API; ``docs/METHOD.md`` explains the method secti
 from .method.domain import DomainBatchNorm2d, DomainHeads, DomainModule
 from .method.losses import BudgetLoss, IntersectionLoss, JaccardLoss, SharingLoss, UnionLoss
 from .method.metrics import count_macs, param_bits, relative_macs, relative_param_bits, s_o, s_p, s_score
-from .method.multidomain import MultiDomainNet, randomize_switches, to_multidomain
+from .method.convert import to_multidomain
+from .method.multidomain import MultiDomainNet, randomize_switches
 from .method.prune import PrunedConv2d, prune
 from .method.switch import SwitchConv2d, binarize
 from .training.checkpoint import load_model, save_model

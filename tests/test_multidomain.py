@@ -3,11 +3,12 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from helpers import TinyNet, perturb_batchnorms
 
 import mdlprune
-from mdlprune import DomainBatchNorm2d, DomainHeads, SwitchConv2d, to_multidomain
+from mdlprune import DomainBatchNorm2d, DomainHeads, SwitchConv2d, prune, randomize_switches, to_multidomain
 from mdlprune.method.backbones import resnet26, wrn28
 
 
@@ -142,7 +143,82 @@ def test_backbone_without_head():
         to_multidomain(TinyNet(), [2], head="bn1")
 
 
-def test_grouped_conv_is_named_in_the_error():
-    mobilenet = torchvision.models.mobilenet_v2()
-    with pytest.raises(ValueError, match=r"layer 'features.1.conv.0.0' is a grouped/depthwise.*exclude="):
-        to_multidomain(mobilenet, [2], head="classifier.1")
+def test_every_grouped_conv_is_named_in_the_error():
+    mobilenet = torchvision.models.mobilenet_v2(weights=None)
+    grouped = [n for n, m in mobilenet.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    with pytest.raises(ValueError, match=r"grouped/depthwise.*exclude=\[\.\.\.\] \(all 17 of them\)") as e:
+        to_multidomain(mobilenet, [2])
+    assert len(grouped) == 17 and all(repr(n) in str(e.value) for n in grouped)
+    model = to_multidomain(mobilenet, [2, 3], exclude=grouped)  # the head is found: classifier.1
+    assert model.head_name == "classifier.1"
+    x = torch.randn(2, 3, 32, 32)
+    randomize_switches(model, 0.6, seed=1)
+    pruned = prune(model.eval())
+    with torch.no_grad():
+        for d in range(2):
+            ref = model(x, d)
+            torch.testing.assert_close(pruned(x, d), ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+
+
+# -- what conversion cannot do exactly, it refuses (or leaves alone under exclude) ---------------------------------
+class WSConv2d(nn.Conv2d):
+    """Weight-standardised convolution: its forward transforms the weight."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class WithWS(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = WSConv2d(3, 4, 3, padding=1, bias=False)
+
+
+def test_a_conv_subclass_is_refused_or_kept_exactly():
+    with pytest.raises(ValueError, match=r"subclasses of nn.Conv2d.*conv1 \(WSConv2d\).*exclude="):
+        to_multidomain(WithWS(), [2, 2])
+    model = to_multidomain(WithWS(), [2, 2], exclude=["conv1"]).eval()
+    perturb_batchnorms(model)
+    randomize_switches(model, 0.5, seed=2)
+    pruned = prune(model)
+    assert type(pruned.backbone.conv1) is WSConv2d  # never rebuilt as a plain conv
+    x = torch.randn(3, 3, 8, 8)
+    for d in range(2):
+        torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-5)
+
+
+class Aliased(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.again = self.conv2  # the same conv under a second name
+
+
+class ReadsWeight(TinyNet):
+    def forward(self, x):
+        x = F.relu(self.bn1(F.conv2d(x, self.conv1.weight, padding=1)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class StemLast(nn.Module):
+    """The stem is registered after the block it feeds: the input check must use the stem."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Conv2d(8, 4, 3, padding=1)
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+
+def test_aliases_weight_reads_and_the_stem_are_found():
+    with pytest.raises(ValueError, match=r"several names.*\['conv2', 'again'\]"):
+        to_multidomain(Aliased(), [2])
+    with pytest.raises(ValueError, match=r"reads the weights of \['conv1'\] outside their own forward"):
+        to_multidomain(ReadsWeight(), [2])
+    model = to_multidomain(StemLast(), [2, 2])
+    assert model.in_channels == 1 and model(torch.randn(2, 1, 6, 6), 1).shape == (2, 2)

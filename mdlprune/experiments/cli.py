@@ -24,7 +24,8 @@ from ..data.mini import mini_decathlon
 from ..data.shipped import load_backbone, load_baseline
 from ..method.backbones import resnet26
 from ..method.metrics import count_macs, param_bits
-from ..method.multidomain import randomize_switches, to_multidomain
+from ..method.convert import to_multidomain
+from ..method.multidomain import randomize_switches
 from ..method.prune import compare_outputs, prune
 from ..training.checkpoint import CheckpointError, load_model, save_model
 from ..training.history import NonFiniteError

@@ -24,7 +24,8 @@ import yaml
 
 from ..data.base import Benchmark
 from ..method.metrics import count_macs, param_bits, relative_macs
-from ..method.multidomain import MultiDomainNet, to_multidomain
+from ..method.convert import to_multidomain
+from ..method.multidomain import MultiDomainNet
 from ..method.prune import compare_outputs, prune
 from ..training.checkpoint import check_identity, check_rounds, load_checkpoint, load_model, save_model
 from ..training.config import RunConfig, TrainConfig, load_config, quick_mode

@@ -5,7 +5,8 @@ Read the modules in this order; each cites the section of ``docs/METHOD.md`` it 
 =================  ==========================================================================================
 ``switch``         :class:`SwitchConv2d`: binary switches with straight-through gradients (METHOD §2)
 ``domain``         :class:`DomainBatchNorm2d`, :class:`DomainHeads`: the other per-domain layers (METHOD §1)
-``multidomain``    :func:`to_multidomain`: any torchvision-style CNN → :class:`MultiDomainNet` (METHOD §1-2)
+``multidomain``    :class:`MultiDomainNet`: routes every domain-specific layer to the batch's domain (METHOD §1)
+``convert``        :func:`to_multidomain`: any torchvision-style CNN → :class:`MultiDomainNet`, or a named refusal
 ``losses``         the budget loss with dual ascent (METHOD §3), the sharing losses (METHOD §4)
 ``dependencies``   which producers' filters pruning may remove too (METHOD §6)
 ``prune``          :func:`prune`: the physically smaller model, and the check that it is equal (METHOD §6)

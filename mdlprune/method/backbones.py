@@ -8,7 +8,7 @@
   shortcuts where the shape changes.
 
 Both end with global average pooling and a linear classifier named ``fc`` (the torchvision convention),
-so :func:`mdlprune.to_multidomain` finds the head with its default ``head="fc"``.
+so :func:`mdlprune.to_multidomain` finds the head (``fc``, the last ``nn.Linear``) by itself.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .domain import DomainBatchNorm2d, DomainModule
 
-__all__ = ["ChannelGroup", "channel_groups"]
+__all__ = ["ChannelGroup", "channel_groups", "trace"]
 
 # Operations that act on each channel separately and keep channel c at index c.
 _CHANNELWISE_MODULES = (
@@ -96,15 +96,23 @@ def _only_first_arg(node: fx.Node, value: fx.Node) -> bool:
     return value not in others
 
 
+def trace(backbone: nn.Module) -> fx.Graph | None:
+    """The ``torch.fx`` graph of ``backbone`` with convolutions and domain layers as leaves, or ``None`` if it
+    does not trace (control flow on tensor values, unsupported Python)."""
+    try:
+        return _Tracer().trace(backbone)
+    except Exception:
+        return None
+
+
 def channel_groups(backbone: nn.Module, consumer_types: tuple[type, ...]) -> list[ChannelGroup]:
     """Trace ``backbone`` and return the producer → consumers groups described in the module docstring.
 
     ``consumer_types`` are the modules whose input channels can be dropped (the switch convolutions).
     Returns an empty list (and prunes producers nowhere) if the backbone cannot be traced.
     """
-    try:
-        graph = _Tracer().trace(backbone)
-    except Exception:  # control flow on tensor values, unsupported Python: fall back to consumers only
+    graph = trace(backbone)
+    if graph is None:  # control flow on tensor values, unsupported Python: fall back to consumers only
         return []
     modules = dict(backbone.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
@@ -115,9 +123,10 @@ def channel_groups(backbone: nn.Module, consumer_types: tuple[type, ...]) -> lis
     groups = []
     for node in graph.nodes:
         producer = module_of(node)
-        if not (isinstance(producer, nn.Conv2d) or isinstance(producer, consumer_types)):
+        # plain convolutions only: a subclass (its own forward) or a grouped conv cannot be sliced exactly
+        if not (type(producer) is nn.Conv2d or isinstance(producer, consumer_types)):
             continue
-        if isinstance(producer, nn.Conv2d) and producer.groups != 1:
+        if type(producer) is nn.Conv2d and producer.groups != 1:
             continue
         if calls[node.target] != 1:  # a module called twice would be sliced for both call sites
             continue

@@ -1,15 +1,14 @@
-"""From a pretrained single-domain CNN to a multi-domain model Ψ_d(x; θ₀, θ_d) (eq. 1).
+"""The multi-domain model Ψ_d(x; θ₀, θ_d) (eq. 1): a backbone whose domain-specific layers follow ``domain``.
 
-:func:`to_multidomain` keeps the pretrained weights θ₀ frozen and adds the domain-specific parameters θ_d:
-switches on every convolution (:class:`~mdlprune.SwitchConv2d`), one BatchNorm per domain
-(:class:`~mdlprune.DomainBatchNorm2d`) and one classifier head per domain.
+:func:`mdlprune.method.convert.to_multidomain` builds one from a pretrained CNN: the weights θ₀ stay frozen, and
+the domain-specific parameters θ_d are switches on every convolution (:class:`~mdlprune.SwitchConv2d`), one
+BatchNorm per domain (:class:`~mdlprune.DomainBatchNorm2d`) and one classifier head per domain.
 """
 
 from __future__ import annotations
 
-import copy
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -18,13 +17,13 @@ from .domain import DomainBatchNorm2d, DomainHeads, DomainModule
 from .losses import ChannelUsage, channel_usage
 from .switch import SwitchConv2d
 
-__all__ = ["MultiDomainNet", "to_multidomain", "randomize_switches"]
+__all__ = ["MultiDomainNet", "randomize_switches"]
 
 
 class MultiDomainNet(nn.Module):
     """A backbone whose domain-specific layers are routed by the ``domain`` argument of ``forward``.
 
-    Build one with :func:`to_multidomain`. ``forward(x, domain)`` takes a batch ``x`` of shape
+    Build one with :func:`~mdlprune.method.convert.to_multidomain`. ``forward(x, domain)`` takes a batch ``x`` of shape
     ``(N, in_channels, H, W)`` and a domain index (an ``int``, or a name from ``domain_names``).
     """
 
@@ -138,107 +137,6 @@ class MultiDomainNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"domains={list(self.domain_names)}"
-
-
-def to_multidomain(
-    backbone: nn.Module,
-    num_classes: Sequence[int] | Mapping[str, int],
-    head: str = "fc",
-    *,
-    domain_names: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
-    switch_init: float = 1e-3,
-) -> MultiDomainNet:
-    """Turn a pretrained single-domain CNN into a multi-domain model (METHOD §1-2).
-
-    The backbone is deep-copied (the argument is left untouched), then:
-
-    * every ``nn.Conv2d`` becomes a :class:`SwitchConv2d` with switches initialised to ``switch_init``,
-      except the layers named in ``exclude``, which stay plain, frozen and shared;
-    * every ``nn.BatchNorm2d`` becomes a :class:`DomainBatchNorm2d`, each domain starting from the
-      pretrained statistics and affine parameters;
-    * the ``nn.Linear`` at attribute ``head`` (a dotted path such as ``"classifier.1"`` works) becomes
-      :class:`DomainHeads` with ``num_classes[d]`` outputs for domain ``d``;
-    * every other parameter of the backbone, conv kernels included, is frozen (``requires_grad=False``).
-
-    Args:
-        backbone: a torchvision-style CNN (e.g. ``torchvision.models.resnet18()``, or
-            :func:`mdlprune.method.backbones.resnet26`).
-        num_classes: classes per domain, a sequence (one entry per domain) or a ``{name: classes}`` dict.
-        head: attribute path of the classifier to replace.
-        domain_names: names of the domains (default ``"domain0"``, ...), usable as ``model(x, name)``.
-        exclude: qualified names of convolutions to keep frozen and switch-free.
-        switch_init: initial switch value (1e-3 in the papers: every channel starts on).
-    """
-    if isinstance(num_classes, Mapping):
-        if domain_names is not None and list(domain_names) != list(num_classes):
-            raise ValueError(
-                f"domain_names {list(domain_names)} do not match the keys of num_classes {list(num_classes)}"
-            )
-        domain_names = list(num_classes)
-        num_classes = list(num_classes.values())
-    if isinstance(num_classes, (str, bytes)) or not isinstance(num_classes, Sequence) or not num_classes:
-        raise ValueError(
-            f"num_classes must be a non-empty sequence with the number of classes of each domain, "
-            f"got {num_classes!r}"
-        )
-    for n in num_classes:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_classes must hold positive ints (classes per domain), got {list(num_classes)}")
-    if domain_names is None:
-        domain_names = [f"domain{d}" for d in range(len(num_classes))]
-    domain_names = [str(n) for n in domain_names]
-    if len(domain_names) != len(num_classes):
-        raise ValueError(
-            f"num_classes has {len(num_classes)} entries but there are {len(domain_names)} domains "
-            f"({domain_names}): give one number of classes per domain"
-        )
-    if len(set(domain_names)) != len(domain_names):
-        raise ValueError(f"domain names must be unique, got {domain_names}")
-    num_domains = len(num_classes)
-
-    try:
-        old_head = backbone.get_submodule(head)
-    except AttributeError:
-        raise ValueError(
-            f"{type(backbone).__name__} has no attribute {head!r} to use as the classifier head: pass "
-            "head='<path of its final nn.Linear>' (e.g. 'fc' for torchvision ResNets, 'classifier.1' "
-            "for MobileNetV2)"
-        ) from None
-    if not isinstance(old_head, nn.Linear):
-        raise ValueError(
-            f"the head {head!r} of {type(backbone).__name__} is a {type(old_head).__name__}, not an "
-            "nn.Linear: pass head='<path of its final nn.Linear>'"
-        )
-
-    net = copy.deepcopy(backbone)
-    exclude = set(exclude)
-    modules = dict(net.named_modules())
-    for name in exclude:
-        if not isinstance(modules.get(name), nn.Conv2d):
-            raise ValueError(f"exclude names {name!r}, which is not an nn.Conv2d of the backbone")
-    convs = [(n, m) for n, m in modules.items() if type(m) is nn.Conv2d]
-    if not convs:
-        raise ValueError(f"{type(backbone).__name__} has no nn.Conv2d: nothing to put switches on")
-    in_channels = convs[0][1].in_channels
-
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for name, m in convs:
-        if name in exclude:
-            continue
-        if m.groups != 1:
-            raise ValueError(
-                f"layer {name!r} is a grouped/depthwise convolution (groups={m.groups}), which switches do "
-                f"not support: keep it frozen and shared with exclude=[{name!r}]"
-            )
-        net.set_submodule(name, SwitchConv2d(m, num_domains, init=switch_init))
-    for name, m in modules.items():
-        if type(m) is nn.BatchNorm2d:
-            net.set_submodule(name, DomainBatchNorm2d.from_batchnorm(m, num_domains))
-    heads = DomainHeads(old_head.in_features, list(num_classes), bias=old_head.bias is not None)
-    net.set_submodule(head, heads.to(old_head.weight.device))
-    return MultiDomainNet(net, domain_names, in_channels, head)
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from ..method.domain import DomainBatchNorm2d, DomainHeads
-from ..method.multidomain import MultiDomainNet, to_multidomain
+from ..method.convert import to_multidomain
+from ..method.multidomain import MultiDomainNet
 from ..method.switch import SwitchConv2d
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 
