@@ -222,3 +222,30 @@ def test_aliases_weight_reads_and_the_stem_are_found():
         to_multidomain(ReadsWeight(), [2])
     model = to_multidomain(StemLast(), [2, 2])
     assert model.in_channels == 1 and model(torch.randn(2, 1, 6, 6), 1).shape == (2, 2)
+
+
+class ScaledBN(nn.BatchNorm2d):
+    """A BatchNorm with a forward of its own."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class WithScaledBN(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.bn1 = ScaledBN(4)
+
+
+def test_a_batchnorm_subclass_is_refused_or_kept_exactly():
+    with pytest.raises(ValueError, match=r"bn1 \(ScaledBN\)"):
+        to_multidomain(WithScaledBN(), [2, 2])
+    model = to_multidomain(WithScaledBN(), [2, 2], exclude=["bn1"]).eval()
+    perturb_batchnorms(model)
+    randomize_switches(model, 0.4, seed=5)
+    pruned = prune(model)
+    assert type(pruned.backbone.bn1) is ScaledBN and pruned.backbone.bn1.num_features == 4  # never sliced or rebuilt
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        for d in range(2):
+            torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-5)

@@ -187,3 +187,16 @@ def test_bad_configurations():
     model, loaders, cfg = setup()
     with pytest.raises(ValueError, match="1 training loaders for a model with 2 domains"):
         Trainer(model, loaders[:1], cfg)
+
+
+@pytest.mark.parametrize("method", ["ba2", "feature"])
+def test_a_shared_batchnorm_keeps_its_statistics(method):
+    """A BatchNorm left shared (exclude) is part of θ₀: training on several domains must not move its statistics."""
+    net = TinyNet()
+    perturb_batchnorms(net)
+    model = to_multidomain(net, [3, 4], exclude=["bn1"])
+    before = {k: v.clone() for k, v in model.backbone.bn1.state_dict().items()}
+    loaders = [loader(n, c, i) for i, (n, c) in enumerate(zip((24, 16), [3, 4]))]
+    cfg = TrainConfig(method=method, rounds=1, lr_domain=0.05, lr_switches=1e-2, lr_milestones=(1,))
+    Trainer(model, loaders, cfg, progress=False).fit()
+    assert all(torch.equal(v, before[k]) for k, v in model.backbone.bn1.state_dict().items())

@@ -79,7 +79,7 @@ class MethodResult:
 
     def row(self, baseline: Mapping[str, float]) -> dict[str, Any]:
         """The machine-readable record of this result, with the S-scores against ``baseline``
-        (its Finetune accuracies): what ``docs/results/*.json`` hold."""
+        (its Finetune accuracies): the rows ``mdlprune sweep`` writes to ``OUT/mini-sweep.json``."""
         s = s_score({d: self.accuracies[d] for d in baseline}, baseline)
         return {"method": self.method, "beta": self.beta, "seed": self.seed, "accuracies": self.accuracies,
                 "mean_accuracy": sum(self.accuracies.values()) / len(self.accuracies), "s_score": s,

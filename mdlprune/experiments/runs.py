@@ -10,7 +10,6 @@ from its row of :data:`~mdlprune.training.methods.METHODS`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -27,7 +26,7 @@ from ..method.metrics import count_macs, param_bits, relative_macs
 from ..method.convert import to_multidomain
 from ..method.multidomain import MultiDomainNet
 from ..method.prune import compare_outputs, prune
-from ..training.checkpoint import check_identity, check_rounds, load_checkpoint, load_model, save_model
+from ..training.checkpoint import check_identity, check_rounds, fingerprint, load_checkpoint, load_model, save_model
 from ..training.config import RunConfig, TrainConfig, load_config, quick_mode
 from ..training.distributed import barrier, convert_sync_batchnorm, init_from_env, is_distributed, revert_sync_batchnorm
 from ..training.domain_state import save_domain_state
@@ -39,7 +38,7 @@ from .evaluate import MethodResult, accuracy, protocol_crops
 from .report import Table
 
 __all__ = ["mini_config", "TrainedMethod", "train_method", "evaluate_method", "run_methods", "save_results",
-           "train_from_config", "evaluate_from_config", "run_identity", "fingerprint"]  # fmt: skip
+           "train_from_config", "evaluate_from_config", "run_identity"]  # fmt: skip
 
 
 def mini_config(method: str, beta: float = 0.5, quick: bool | None = None, preset: str | None = None,
@@ -49,15 +48,6 @@ def mini_config(method: str, beta: float = 0.5, quick: bool | None = None, prese
     quick = quick_mode() if quick is None else quick
     train = load_config(preset or ("mini-quick" if quick else "mini")).train
     return dataclasses.replace(train, method=method, beta=beta, **overrides)
-
-
-def fingerprint(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict (names and bytes): which backbone weights a run started from."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def run_identity(bench: Benchmark, backbone: nn.Module, model_settings: dict | None = None) -> dict:
@@ -226,8 +216,7 @@ def run_methods(
         result = evaluate_method(trained, bench, backbone, device=device)
         if export_dir is not None and not get_method(method).per_domain_models:
             name = f"{result.method}" + (f"-beta{result.beta:g}" if result.beta is not None else "") + f"-seed{result.seed}"
-            save_domain_state(trained.models[0], Path(export_dir) / f"{name}.pt", **result.to_dict(),
-                              identity=trained.models[0].run_identity)  # fmt: skip
+            save_domain_state(trained.models[0], Path(export_dir) / f"{name}.pt", backbone, **result.to_dict())
         log(f"{result.label}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.accuracies.items())
             + f" | MACs {result.rel_macs:.3f}, Params {result.rel_params:.3f} ({trained.seconds:.0f} s)")  # fmt: skip
         result.histories = trained.histories

@@ -6,7 +6,8 @@ model that computes something else, or that pruning would later change:
 
 * ``nn.Conv2d`` (the exact type, ``groups=1``) gets switches; ``nn.BatchNorm2d`` (exact type) becomes per domain.
 * A subclass of either (its own ``forward``: a weight-standardised conv, a custom norm) is refused: wrapping it
-  would drop its ``forward``. ``exclude=[name]`` keeps such a layer frozen, shared and untouched by pruning.
+  would drop its ``forward``. ``exclude=[name]`` keeps such a layer frozen and shared: pruning never rebuilds
+  it, and training leaves its statistics alone.
 * Grouped and depthwise convolutions are refused (all of them named at once); ``exclude`` keeps them shared.
 * A layer registered under two names (a shared module) is refused: one name would get switches, the other not.
 * A conv whose weight the model reads outside the conv's own ``forward`` (``F.conv2d(x, self.conv.weight)``,
@@ -21,6 +22,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+import torch.fx as fx
 import torch.nn as nn
 
 from .dependencies import trace
@@ -53,8 +55,8 @@ def to_multidomain(
         num_classes: classes per domain, a sequence (one entry per domain) or a ``{name: classes}`` dict.
         head: path of the classifier to replace (e.g. ``"classifier.1"``); ``None`` finds it (:func:`find_head`).
         domain_names: names of the domains (default ``"domain0"``, ...), usable as ``model(x, name)``.
-        exclude: qualified names of layers to keep frozen, shared and untouched (convolutions, or BatchNorm
-            subclasses).
+        exclude: qualified names of convolutions and BatchNorms (subclasses included) to keep frozen and
+            shared; pruning never rebuilds them, and training leaves their statistics alone.
         switch_init: initial switch value (1e-3 in the papers: every channel starts on).
     """
     domain_names, num_classes = _domains(num_classes, domain_names)
@@ -62,9 +64,12 @@ def to_multidomain(
     net = copy.deepcopy(backbone)
     exclude = set(exclude)
     modules = dict(net.named_modules())
+    every_name = dict(net.named_modules(remove_duplicate=False))  # (an alias can be excluded by any of its names)
     for name in exclude:
-        if not isinstance(modules.get(name), (nn.Conv2d, nn.BatchNorm2d)):
-            raise ValueError(f"exclude names {name!r}, which is not a convolution or BatchNorm of the backbone")
+        if not isinstance(every_name.get(name), (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            raise ValueError(f"exclude names {name!r}, which is not a convolution, BatchNorm or linear layer of the "
+                             "backbone")  # fmt: skip
+    exclude |= {n for n, m in every_name.items() if any(m is every_name[e] for e in exclude)}
     convs = [(n, m) for n, m in modules.items() if type(m) is nn.Conv2d and n not in exclude]
     if not convs:
         raise ValueError(f"{type(backbone).__name__} has no nn.Conv2d to put switches on")
@@ -80,7 +85,9 @@ def to_multidomain(
     old_head = modules[head]
     heads = DomainHeads(old_head.in_features, list(num_classes), bias=old_head.bias is not None)
     net.set_submodule(head, heads.to(old_head.weight.device))
-    return MultiDomainNet(net, domain_names, in_channels, head)
+    model = MultiDomainNet(net, domain_names, in_channels, head)
+    model.excluded = sorted(exclude)  # (what a rebuild from the backbone must exclude again)
+    return model
 
 
 def find_head(backbone: nn.Module, head: str | None = None) -> str:
@@ -146,10 +153,14 @@ def _check_layers(net: nn.Module, modules: dict[str, nn.Module], exclude: set[st
                          f"frozen and shared with exclude=[...] (all {len(grouped)} of them)")  # fmt: skip
     convs = [n for n, m in modules.items() if type(m) is nn.Conv2d and n not in exclude]
     every_conv = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-    graph = trace(net)
+    graph = trace(copy.deepcopy(net))  # (a forward that stores on self would keep fx proxies)
     if graph is None:  # cannot look inside: the first registered conv reads the image
         return modules[every_conv[0]].in_channels
-    read = sorted({str(node.target).rpartition(".")[0] for node in graph.nodes if node.op == "get_attr"} & set(convs))
+    def harmless(user: fx.Node) -> bool:  # x.to(self.conv.weight.dtype): metadata, not the weights
+        return user.op == "call_function" and user.target is getattr and user.args[1] in ("dtype", "device", "shape")
+
+    read = sorted({str(node.target).rpartition(".")[0] for node in graph.nodes if node.op == "get_attr"
+                   and not all(harmless(u) for u in node.users)} & set(convs))  # fmt: skip
     if read:
         raise ValueError(f"the model reads the weights of {read} outside their own forward (e.g. F.conv2d(x, "
                          "self.conv.weight)), where switches cannot reach; call the module instead, or "

@@ -139,7 +139,7 @@ def channel_groups(backbone: nn.Module, consumer_types: tuple[type, ...]) -> lis
                 if isinstance(m, consumer_types) and len(user.args) == 1 and not user.kwargs and single:
                     group.consumers.append(user.target)
                 elif _is_channelwise(user, m) and _only_first_arg(user, value):
-                    if isinstance(m, _NORMS):
+                    if type(m) in _NORMS:
                         if not single:
                             ok = False
                             break
@@ -154,8 +154,8 @@ def channel_groups(backbone: nn.Module, consumer_types: tuple[type, ...]) -> lis
 
 
 def _is_channelwise(node: fx.Node, module: nn.Module | None) -> bool:
-    if node.op == "call_module":
-        return type(module) in _CHANNELWISE_MODULES or isinstance(module, _NORMS)
+    if node.op == "call_module":  # exact types: a subclass has a forward of its own
+        return type(module) in _CHANNELWISE_MODULES
     if node.op == "call_function":
         return node.target in _CHANNELWISE_FUNCTIONS
     if node.op == "call_method":

@@ -33,6 +33,7 @@ class MultiDomainNet(nn.Module):
         self.domain_names = tuple(domain_names)
         self.in_channels = in_channels
         self.head_name = head
+        self.excluded: list[str] = []  # layers to_multidomain left shared
         self.refresh()
 
     # -- routing -----------------------------------------------------------------------------------

@@ -17,12 +17,15 @@ The same thing by hand::
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
 import pickle
 import sys
 import tempfile
 import zipfile
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +37,12 @@ from ..method import backbones, domain, multidomain, prune, switch
 from . import distributed
 
 __all__ = ["atomic_save", "save_model", "load_model", "trusted_globals", "load_checkpoint", "CheckpointError",
-           "RunMismatchError", "check_identity", "check_rounds"]
+           "RunMismatchError", "check_identity", "check_rounds", "fingerprint", "callable_identity"]
 
 TRUSTED_MODULE_PREFIXES = ("torch.nn.", "torchvision.models.")
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _allowlist() -> dict[str, type]:
     """``{"module.Class": class}`` of every ``nn.Module`` class a saved model may name."""
     modules = [m for name, m in list(sys.modules.items()) if name.startswith(TRUSTED_MODULE_PREFIXES)]
@@ -175,6 +178,47 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
 
 
 RESTART = "mdlprune train/demo/sweep --restart; train_method(..., restart=True); or delete the checkpoint"
+
+
+def fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names and bytes): which backbone weights a run started from."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def callable_identity(fn: Callable) -> str:
+    """``module.qualname`` of a callable and a hash of what defines it: its source when Python can read it (a
+    loss edited in a notebook is then another loss), the arguments a ``functools.partial`` binds, the values a
+    closure or default arguments hold, a module's settings and buffers (``IntersectionLoss(lambda_ps=0.5)`` is
+    not ``IntersectionLoss(lambda_ps=1.0)``)."""
+    parts: list[str] = []
+    while isinstance(fn, functools.partial):
+        parts.append(repr((fn.args, sorted(fn.keywords.items()))))
+        fn = fn.func
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+    try:
+        parts.append(inspect.getsource(target))
+    except (OSError, TypeError):
+        parts.append("<no source>")
+    code = getattr(fn, "__func__", fn)
+    parts.append(repr(getattr(code, "__defaults__", None)))
+    parts += [repr(c.cell_contents) for c in getattr(code, "__closure__", None) or () if _has(c)]
+    if isinstance(fn, nn.Module):
+        parts.append(repr(sorted((k, v) for k, v in vars(fn).items() if isinstance(v, (int, float, str, bool)))))
+        parts += [f"{k}={v.tolist()}" for k, v in fn.state_dict().items()]
+    return f"{name}#{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:12]}"
+
+
+def _has(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
 
 
 class RunMismatchError(CheckpointError):

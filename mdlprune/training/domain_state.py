@@ -5,7 +5,8 @@ head. Only the second part is the result of training: a few tens of KB per domai
 megabytes for the whole model. :func:`save_domain_state` writes that part (the switches as bits: the forward
 pass only reads their sign), :func:`load_domain_state` rebuilds the whole model from it and the backbone, and the
 rebuilt model computes exactly what the trained one did (bit for bit: same frozen weights, same binary switches,
-same BatchNorms and heads). It is how trained runs ship with the repository without shipping models.
+same BatchNorms and heads), provided it is rebuilt from the same backbone (its SHA-256 is recorded and checked).
+``mdlprune sweep`` writes one such file per run, so that trained runs can ship without shipping models.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..method.domain import DomainBatchNorm2d, DomainHeads
 from ..method.convert import to_multidomain
 from ..method.multidomain import MultiDomainNet
 from ..method.switch import SwitchConv2d
-from .checkpoint import CheckpointError, atomic_save, load_checkpoint
+from .checkpoint import CheckpointError, atomic_save, fingerprint, load_checkpoint
 
 __all__ = ["domain_state", "save_domain_state", "load_domain_state", "DOMAIN_STATE_FORMAT"]
 
@@ -32,6 +33,9 @@ def domain_state(model: MultiDomainNet) -> dict[str, torch.Tensor]:
     per-domain BatchNorms (affine parameters and running statistics) and heads."""
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"domain_state reads a MultiDomainNet, got {type(model).__name__}")
+    if not model.switch_layers():
+        raise ValueError("the model has no switch convolutions (is it pruned?): save the trained model's domain "
+                         "state, from which the pruned one is rebuilt by prune()")  # fmt: skip
     prefixes = [f"backbone.{name}." for name, m in model.backbone.named_modules()
                 if isinstance(m, (DomainBatchNorm2d, DomainHeads))]  # fmt: skip
     out = {}
@@ -43,11 +47,12 @@ def domain_state(model: MultiDomainNet) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_domain_state(model: MultiDomainNet, path: str | os.PathLike, **meta) -> Path:
-    """Write the domain-specific parameters of ``model`` (and ``meta``: method, β, seed, accuracies, ...)."""
+def save_domain_state(model: MultiDomainNet, path: str | os.PathLike, backbone: nn.Module, **meta) -> Path:
+    """Write the domain-specific parameters of ``model``, trained from ``backbone`` (whose SHA-256 is recorded),
+    and ``meta`` (method, β, seed, accuracies, ...)."""
     record = {"format": DOMAIN_STATE_FORMAT, "domain_names": list(model.domain_names),
-              "num_classes": model.heads.num_classes, "head": model.head_name, "state": domain_state(model),
-              "meta": meta}  # fmt: skip
+              "num_classes": model.heads.num_classes, "head": model.head_name, "exclude": list(model.excluded),
+              "backbone_sha256": fingerprint(backbone), "state": domain_state(model), "meta": meta}  # fmt: skip
     return atomic_save(record, path)
 
 
@@ -58,12 +63,17 @@ def load_domain_state(path: str | os.PathLike, backbone: nn.Module, switch_magni
     record = load_checkpoint(path)
     if record.get("format") != DOMAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a file of domain-specific parameters (format {record.get('format')!r})")
-    model = to_multidomain(backbone, list(record["num_classes"]), record["head"], domain_names=record["domain_names"])
+    if fingerprint(backbone) != record["backbone_sha256"]:
+        raise CheckpointError(f"{path} was trained from another backbone (SHA-256 {record['backbone_sha256'][:12]}…, "
+                              f"this one {fingerprint(backbone)[:12]}…): rebuild it from the backbone it was trained from")  # fmt: skip
+    model = to_multidomain(backbone, list(record["num_classes"]), record["head"], domain_names=record["domain_names"],
+                           exclude=record["exclude"])  # fmt: skip
     state = model.state_dict()
-    unknown = sorted(set(record["state"]) - set(state))
-    if unknown:
-        raise CheckpointError(f"{path} holds parameters this backbone does not have ({unknown[:3]}): it was trained "
-                              "from another backbone")  # fmt: skip
+    expected = set(domain_state(model))
+    if set(record["state"]) != expected:
+        odd = sorted(set(record["state"]) ^ expected)
+        raise CheckpointError(f"{path} does not hold the domain-specific parameters this backbone has (e.g. "
+                              f"{odd[:3]}): it was trained from another backbone")  # fmt: skip
     for key, t in record["state"].items():
         if t.shape != state[key].shape:
             raise CheckpointError(f"{path}: {key} has shape {tuple(t.shape)}, this backbone's {tuple(state[key].shape)}:"

@@ -17,8 +17,6 @@ generator, the position in the round and the history.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ from ..method.domain import DomainBatchNorm2d
 from ..method.losses import BudgetLoss, intersection, make_sharing_loss, union
 from ..method.metrics import switch_costs
 from ..method.multidomain import MultiDomainNet
-from .checkpoint import CheckpointError, atomic_save, check_identity, check_rounds, load_checkpoint
+from .checkpoint import RESTART, CheckpointError, atomic_save, callable_identity, check_identity, check_rounds, load_checkpoint
 from .config import TrainConfig
 from .distributed import barrier, is_distributed, max_divergence
 from .history import History, NonFiniteError, StepLog
@@ -100,7 +98,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         train = config.settings_that_matter()
         if sharing_loss is not None and "sharing" in train:  # a loss of the user's: its name and code identify it
-            train["sharing"] = _callable_identity(sharing_loss)
+            train["sharing"] = callable_identity(sharing_loss)
         self.identity = {**(identity or {}), "train": train, "format": CHECKPOINT_FORMAT}
         self.progress, self.log_every = progress, max(1, int(log_every))
         self.rank = torch.distributed.get_rank() if is_distributed() else 0
@@ -158,10 +156,13 @@ class Trainer:
 
     def _train_mode(self) -> None:
         self.model.train()
-        if self.method.frozen_batchnorm:  # the backbone's BatchNorms stay the source's
-            for mod in self.model.modules():
-                if isinstance(mod, (DomainBatchNorm2d, nn.BatchNorm2d)):
-                    mod.eval()
+        per_domain = {id(bn) for m in self.model.modules() if isinstance(m, DomainBatchNorm2d) for bn in m.bns}
+        for mod in self.model.modules():
+            if not isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                continue
+            # Feature keeps the source's statistics; shared (excluded) BatchNorms keep theirs unless all trains
+            if self.method.frozen_batchnorm or (id(mod) not in per_domain and self.method.trains != "all"):
+                mod.eval()
 
     def round_plan(self, order: Sequence[int]) -> list[tuple[int, ...]]:
         """The steps of a round: each step lists the domains whose next batch it trains on."""
@@ -329,7 +330,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"not a training checkpoint of this version (format {state.get('format')!r}, "
-                                  f"this version writes {CHECKPOINT_FORMAT!r}): start a new run in another folder")
+                                  f"this version writes {CHECKPOINT_FORMAT!r}): train afresh over it ({RESTART}), or "
+                                  "write to another folder")  # fmt: skip
         if list(state["domain_names"]) != list(self.model.domain_names):
             raise CheckpointError(
                 f"the checkpoint trains domains {state['domain_names']}, this trainer {list(self.model.domain_names)}"
@@ -371,12 +373,3 @@ class Trainer:
         barrier()
 
 
-def _callable_identity(fn: Callable) -> str:
-    """``module.qualname`` of a callable, with a hash of its source when Python can read it (a loss edited in
-    a notebook is then another loss)."""
-    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-    try:
-        source = inspect.getsource(fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn))
-    except (OSError, TypeError):
-        return name
-    return f"{name}#{hashlib.sha256(source.encode()).hexdigest()[:12]}"
