@@ -176,17 +176,23 @@ class WithWS(TinyNet):
         self.conv1 = WSConv2d(3, 4, 3, padding=1, bias=False)
 
 
-def test_a_conv_subclass_is_refused_or_kept_exactly():
-    with pytest.raises(ValueError, match=r"subclasses of nn.Conv2d.*conv1 \(WSConv2d\).*exclude="):
-        to_multidomain(WithWS(), [2, 2])
-    model = to_multidomain(WithWS(), [2, 2], exclude=["conv1"]).eval()
+def refused_then_kept_exactly(net_class, layer: str, keep: float, seed: int):
+    """Conversion names ``layer`` in its refusal; under exclude, pruning leaves it as it is and stays exact."""
+    with pytest.raises(ValueError, match=rf"{layer} \({getattr(net_class(), layer).__class__.__name__}\).*exclude="):
+        to_multidomain(net_class(), [2, 2])
+    model = to_multidomain(net_class(), [2, 2], exclude=[layer]).eval()
     perturb_batchnorms(model)
-    randomize_switches(model, 0.5, seed=2)
+    randomize_switches(model, keep, seed=seed)
     pruned = prune(model)
-    assert type(pruned.backbone.conv1) is WSConv2d  # never rebuilt as a plain conv
     x = torch.randn(3, 3, 8, 8)
-    for d in range(2):
-        torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        for d in range(2):
+            torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-5)
+    return getattr(pruned.backbone, layer)
+
+
+def test_a_conv_subclass_is_refused_or_kept_exactly():
+    assert type(refused_then_kept_exactly(WithWS, "conv1", 0.5, 2)) is WSConv2d  # never rebuilt as a plain conv
 
 
 class Aliased(TinyNet):
@@ -238,14 +244,5 @@ class WithScaledBN(TinyNet):
 
 
 def test_a_batchnorm_subclass_is_refused_or_kept_exactly():
-    with pytest.raises(ValueError, match=r"bn1 \(ScaledBN\)"):
-        to_multidomain(WithScaledBN(), [2, 2])
-    model = to_multidomain(WithScaledBN(), [2, 2], exclude=["bn1"]).eval()
-    perturb_batchnorms(model)
-    randomize_switches(model, 0.4, seed=5)
-    pruned = prune(model)
-    assert type(pruned.backbone.bn1) is ScaledBN and pruned.backbone.bn1.num_features == 4  # never sliced or rebuilt
-    x = torch.randn(3, 3, 8, 8)
-    with torch.no_grad():
-        for d in range(2):
-            torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-5)
+    kept = refused_then_kept_exactly(WithScaledBN, "bn1", 0.4, 5)
+    assert type(kept) is ScaledBN and kept.num_features == 4  # never sliced or rebuilt
