@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -338,3 +341,26 @@ def test_pruning_refuses_nothing_it_should_accept(run):
     """(Sanity: the refusals above are not refusing good input.)"""
     model = load_model(run / "R" / "model.pt")
     assert prune(model) is not None
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(finished, tmp_path):
+    """SIGKILL mid-run (no chance to clean up), then the same command again: the final model is bit-identical
+    to an uninterrupted run's."""
+    cfg = yaml.safe_load((finished / "tiny.yaml").read_text())
+    cfg["train"] = {**cfg["train"], "rounds": 4}
+    for name in ("reference", "killed"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**cfg, "output": str(tmp_path / name)}))
+    assert main(["train", "--config", str(tmp_path / "reference.yaml")]) == 0
+    command = [sys.executable, "-m", "mdlprune", "train", "--config", str(tmp_path / "killed.yaml")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the run ended before it could be killed"
+    assert main(["train", "--config", str(tmp_path / "killed.yaml")]) == 0
+    a = load_model(tmp_path / "reference" / "model.pt").state_dict()
+    b = load_model(tmp_path / "killed" / "model.pt").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
