@@ -58,3 +58,16 @@ def test_course_conventions(path):
     assert "## Summary" in text and "## Exercises" in text
     checked = [c for c in cs if c["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in source(c)]
     assert checked and all(c["outputs"] for c in checked), "at least one checked cell, with its expected output"
+
+
+def test_markdown_has_no_control_characters():
+    """A lost backslash in LaTeX (\\frac, \\beta, \\tag written in a non-raw string) leaves a form feed, a
+    backspace or a tab in the text. (A lost \\ne or \\nabla becomes a line break, which this cannot tell from a
+    wanted one.)"""
+    for path in NOTEBOOKS:
+        for k, cell in enumerate(cells(path)):
+            if cell["cell_type"] != "markdown":
+                continue
+            text = source(cell)
+            bad = sorted({repr(ch) for ch in text if ord(ch) < 32 and ch != "\n"})
+            assert not bad, f"{path.name} cell {k}: control characters {bad}"

@@ -105,17 +105,22 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals (classes, functions) a file asks the unpickler for, beyond tensors and plain containers."""
+    _check_file(path)
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt, write it again") from e
+
+
 def trusted_globals(path: str | os.PathLike) -> list[type]:
     """The classes a saved model needs, if all are ``nn.Module`` classes of torch, torchvision or mdlprune.
 
     Raises :class:`CheckpointError` naming any other global the file asks for.
     """
     path = Path(path)
-    _check_file(path)
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt, save it again") from e
+    names = _unsafe_globals(path)
     table = _allowlist()
     refused = [name for name in names if name not in table]
     if refused:
@@ -156,11 +161,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict:
     """Load a training checkpoint (plain dicts of tensors and numbers) with ``weights_only=True``."""
     path = Path(path)
-    _check_file(path)
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}; the file is corrupt, delete it") from e
+    names = _unsafe_globals(path)
     if names:
         table = _allowlist()
         if all(n in table for n in names):
