@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import zlib
 
 import numpy as np
@@ -27,7 +28,7 @@ def bench(tmp_path_factory):
 # -- mini-decathlon -------------------------------------------------------------------------------------
 def test_domains_classes_and_shapes(bench):
     assert len(bench) >= 5 and bench.names == ["digits", "glyphs", "textures", "signs", "flowers"]
-    assert bench.num_classes == [10, 40, 16, 25, 20] and bench.source.num_classes == 60
+    assert bench.num_classes == [10, 40, 16, 25, 20] and bench.source.num_classes == 116
     for d in [*bench, bench.source]:
         for split, n in TINY.items():
             images, labels = d.arrays(split)
@@ -171,9 +172,9 @@ def test_a_corrupt_cache_is_regenerated(tmp_path, capfd):
 
 def test_quick_mode_shrinks_the_default(monkeypatch, tmp_path):
     monkeypatch.setenv("MDLPRUNE_QUICK", "1")
-    assert mini_decathlon(root=tmp_path)["digits"].sizes["train"] == 200
+    assert mini_decathlon(root=tmp_path)["textures"].sizes == {"train": 200, "val": 60, "test": 100}
     monkeypatch.setenv("MDLPRUNE_QUICK", "0")
-    assert mini_decathlon(root=tmp_path)["digits"].sizes["train"] == 3000
+    assert mini_decathlon(root=tmp_path)["textures"].sizes == {"train": 640, "val": 400, "test": 800}
 
 
 def test_sample_grid_is_saved(bench, tmp_path):
@@ -387,3 +388,23 @@ def test_creating_an_epoch_iterator_draws_nothing(bench):
     assert torch.equal(loader.state_dict()["generator"], before["generator"])
     next(it)
     assert not torch.equal(loader.state_dict()["generator"], before["generator"])
+
+
+def test_the_documented_table_is_the_benchmark():
+    """The table in mdlprune.data.mini.domains' docstring (what users read) states every domain's classes,
+    images per class and split sizes: the generator must make exactly that."""
+    from mdlprune.data.mini import domains
+    from mdlprune.data.mini.benchmark import DOMAINS
+
+    rows = {}
+    for line in domains.__doc__.splitlines():
+        m = re.match(r"``(\w+)``\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", line)
+        if m:
+            rows[m.group(1)] = tuple(int(v) for v in m.groups()[1:])
+    assert set(rows) == set(DOMAINS), "one row per domain"
+    for name, (classes, per_class, train, val, test) in rows.items():
+        spec = DOMAINS[name]
+        assert (spec.num_classes, spec.sizes["train"], spec.sizes["val"], spec.sizes["test"]) == (classes, train, val, test), name
+        assert train == classes * per_class, f"{name}: {train} training images are not {per_class} per class"
+    bench = mini_decathlon(size="default", root="/nonexistent")  # sizes only; nothing is generated
+    assert [d.sizes["train"] for d in bench] == [rows[n][2] for n in bench.names]

@@ -62,6 +62,11 @@ def test_a_finished_run_is_loaded(bench, backbone, tmp_path):
     again = train_method("feature", backbone, bench, cfg("feature"), checkpoint_dir=tmp_path, progress=False)
     a, b = first.models[0].state_dict(), again.models[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a loaded run says so, and reports the time its training took, not the time loading took
+    assert (first.origin, again.origin) == ("trained", "loaded")
+    assert 0 < again.seconds <= first.seconds and again.seconds == pytest.approx(first.seconds, abs=0.5)
+    longer = train_method("feature", backbone, bench, cfg("feature", rounds=2), checkpoint_dir=tmp_path, progress=False)
+    assert longer.origin == "resumed" and longer.seconds > first.seconds
 
 
 def test_a_run_depends_on_its_seed_alone(bench, backbone, tmp_path):
@@ -131,3 +136,47 @@ def test_exported_runs_rebuild_to_the_same_accuracies(bench, backbone, tmp_path)
 
 def result_config(meta):
     return cfg(meta["method"], meta["beta"], seed=meta["seed"])
+
+
+def test_a_shipped_run_is_used_only_for_exactly_its_settings(bench, backbone, tmp_path, monkeypatch):
+    """shipped_run rebuilds an exported run (with its training curves) when data, backbone and every setting
+    that matters agree, and declines otherwise: a notebook never shows a run as one it was not trained as."""
+    from mdlprune.experiments.runs import shipped_run
+
+    config = cfg("ours")
+    run_methods([("ours", 0.5)], backbone, bench, checkpoint_dir=tmp_path / "ckpt", progress=False, quick=True,
+                export_dir=tmp_path / "data" / "results" / "mini-sweep", rounds=1, batch_size=16, log=lambda s: None)
+    monkeypatch.setenv("MDLPRUNE_SHIPPED", str(tmp_path / "data"))
+    run = shipped_run("ours", bench, backbone, config)
+    assert run is not None and run.origin == "shipped" and run.config.settings_that_matter() == config.settings_that_matter()
+    assert len(run.histories[0]) > 0 and run.histories[0].last("theta_0") is not None
+    assert shipped_run("ours", bench, backbone, cfg("ours", lambda_ps=0.5)) is None  # another setting
+    assert shipped_run("ours", bench, backbone, cfg("ours", rounds=2)) is None  # longer training
+    assert shipped_run("ba2", bench, backbone, cfg("ba2")) is None  # not shipped
+    assert shipped_run("finetune", bench, backbone, cfg("finetune")) is None  # whole models are never shipped
+    other = mini_decathlon(size={**TINY, "test": 12}, root=bench.root)
+    assert shipped_run("ours", other, backbone, config) is None  # other data
+
+
+def test_a_sweep_repeats_seeds_only_where_asked(bench, backbone, monkeypatch, capsys):
+    import mdlprune.experiments.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "run_methods", lambda methods, *a, **k: seen.extend(methods) or (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(cli, "mini_decathlon", lambda **k: bench)
+    monkeypatch.setattr(cli, "load_backbone", lambda: backbone)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sweep", "--betas", "1", "0.5", "--seeds", "0", "1", "--seeds-at", "0.5", "--quick", "--no-progress"])
+    assert [m for m in seen if len(m) == 3 and m[2] == 1] == [("ba2", 0.5, 1), ("ours", 0.5, 1)]
+    assert {(m[0], m[1]) for m in seen if len(m) == 3 and m[2] == 0} == {(a, b) for a in ("ba2", "ours") for b in (1.0, 0.5)}
+    code = main(["sweep", "--betas", "1", "0.5", "--seeds", "0", "1", "--seeds-at", "0.25"])
+    assert code == 2 and "--seeds-at [0.25]: every β there must be one of --betas" in capsys.readouterr().err
+
+
+def test_a_thinned_history_keeps_the_first_and_last_records():
+    from mdlprune.training.history import History
+
+    h = History(["a"], [{"step": i, "ce": float(i)} for i in range(1, 1001)])
+    t = h.thinned(300)
+    assert 250 <= len(t) <= 301 and t.records[0]["step"] == 1 and t.records[-1]["step"] == 1000
+    assert History(["a"], h.records[:5]).thinned(300).records == h.records[:5]

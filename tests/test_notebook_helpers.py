@@ -48,3 +48,69 @@ def test_measure_times_a_callable():
     x = torch.randn(64, 64)
     t = measure(lambda: x @ x, threads=1, min_run_time=0.05)
     assert t.median_ms > 0 and t.iqr_ms >= 0 and t.runs >= 1 and t.threads == 1
+
+
+# -- the "Your turn" checkers: right answers pass, the usual wrong ones get a useful line --------------------
+def test_check_binarize():
+    from mdlprune.course.exercises import check_binarize
+
+    class STE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, s):
+            return (s > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    class NoGrad(STE):
+        @staticmethod
+        def backward(ctx, g):
+            return g * 0
+
+    assert check_binarize(STE.apply).startswith("correct")
+    assert "forward pass should be 1[s > 0]" in check_binarize(lambda s: (s >= 0).float() + 0 * s)
+    assert "no gradient flows back" in check_binarize(lambda s: (s > 0).float())
+    assert "backward pass should hand dL/db straight" in check_binarize(NoGrad.apply)
+    assert "raised ZeroDivisionError" in check_binarize(lambda s: 1 / 0)
+
+
+def test_check_intersection_loss():
+    from mdlprune.course.exercises import check_intersection_loss
+
+    def right(m, beta):
+        return (1 - m.prod(0).sum() / (m.shape[1] * beta)).clamp(min=0)
+
+    assert check_intersection_loss(right).startswith("correct")
+    assert "max(0, ·) is missing" in check_intersection_loss(lambda m, b: 1 - m.prod(0).sum() / (m.shape[1] * b))
+    assert "I counts channels" in check_intersection_loss(lambda m, b: (1 - m.sum(0).clamp(max=1).sum() / (m.shape[1] * b)).clamp(min=0))
+    assert "scalar" in check_intersection_loss(lambda m, b: m)
+
+
+def test_check_kept_channels():
+    from mdlprune.course.exercises import check_kept_channels
+
+    assert check_kept_channels(lambda m: m.any(0).nonzero().flatten()).startswith("correct")
+    assert "the union, not the intersection" in check_kept_channels(lambda m: m.all(0).nonzero().flatten())
+    assert "indices" in check_kept_channels(lambda m: m.any(0))
+
+
+def test_check_s_score():
+    from mdlprune.course.exercises import check_s_score
+
+    def right(acc, base):
+        total = 0.0
+        for d in acc:
+            e, e_max = 100 - acc[d], 2 * (100 - base[d])
+            total += 1000 * (max(0.0, e_max - e) / e_max) ** 2
+        return total
+
+    def no_clamp(acc, base):
+        return sum(1000 * ((2 * (100 - base[d]) - (100 - acc[d])) / (2 * (100 - base[d]))) ** 2 for d in acc)
+
+    def not_twice(acc, base):
+        return sum(1000 * (max(0.0, (100 - base[d]) - (100 - acc[d])) / (100 - base[d])) ** 2 for d in acc)
+
+    assert check_s_score(right).startswith("correct")
+    assert "twice" in check_s_score(not_twice)
+    assert "clamp E_max − E at 0" in check_s_score(no_clamp)

@@ -1,6 +1,7 @@
 """The course notebooks are committed clean and follow the course's conventions."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -25,22 +26,28 @@ def test_the_whole_course_is_there():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_clean(path):
-    size, checked = 0, 0
-    for cell in cells(path):
-        if cell["cell_type"] != "code":
-            continue
-        if "NBVAL_CHECK_OUTPUT" in source(cell):
-            checked += 1  # nbval checks only cells that were run, numbered 1, 2, ... by scripts/clean_notebooks.py
-            assert cell["execution_count"] == checked, "run `python scripts/clean_notebooks.py` on this notebook"
-        else:
-            assert cell["execution_count"] is None, "commit notebooks without execution counts"
-            assert cell["outputs"] == [], f"only NBVAL_CHECK_OUTPUT cells keep outputs: {source(cell)[:60]!r}"
+def test_committed_with_their_full_run(path):
+    """Committed as built by scripts/build_notebooks.py: every code cell run in order with its outputs (plots as
+    PNG), no widget state, progress bars as text, small; every checked fact True."""
+    nb = json.loads(path.read_text())
+    assert "widgets" not in nb["metadata"], "no widget state: rebuild with scripts/build_notebooks.py"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), "run in order by scripts/build_notebooks.py"
+    images = 0
+    for cell in code:
         for out in cell["outputs"]:
-            assert "image/png" not in out.get("data", {}), "no images in committed outputs"
-            size += len(json.dumps(out))
-    assert size < 5000, f"committed outputs should stay small, got {size} characters"
-    assert "widgets" not in json.loads(path.read_text())["metadata"]
+            assert out["output_type"] != "error", f"a cell failed: {source(cell)[:60]!r}"
+            data = out.get("data", {})
+            assert not any("widget" in k for k in data), "widgets cannot show on a page: rebuild the notebook"
+            images += "image/png" in data
+            text = "".join(out.get("text", "")) + "".join(data.get("text/plain", ""))
+            assert "\r" not in text, "progress bars saved frame by frame: rebuild the notebook"
+            for name, value in re.findall(r"^CHECK ([^:]+): (\w+)$", text, re.M):
+                expected = "False" if name in KNOWN_FALSE else "True"
+                assert value == expected, f"the committed run says CHECK {name}: {value}"
+    assert os.path.getsize(path) < 1_000_000, "keep the page small (PNG figures at modest dpi)"
+    if path.name[:2] >= "02":
+        assert images, "the page shows its results: at least one plot"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -71,3 +78,76 @@ def test_markdown_has_no_control_characters():
             text = source(cell)
             bad = sorted({repr(ch) for ch in text if ord(ch) < 32 and ch != "\n"})
             assert not bad, f"{path.name} cell {k}: control characters {bad}"
+
+
+def _math_is_balanced(text: str) -> bool:
+    """Display math ``$$`` comes in pairs, and so does inline ``$`` outside it (code spans and escaped ``\\$``
+    aside)."""
+    text = re.sub(r"`[^`]*`", "", text).replace(r"\$", "")
+    if text.count("$$") % 2:
+        return False
+    return text.replace("$$", "").count("$") % 2 == 0
+
+
+def test_markdown_math_is_balanced():
+    assert not _math_is_balanced("a $x$ and $y") and not _math_is_balanced("$$ x $") and _math_is_balanced("`$` $x$")
+    for path in NOTEBOOKS:
+        for k, cell in enumerate(cells(path)):
+            if cell["cell_type"] == "markdown":
+                assert _math_is_balanced(source(cell)), f"{path.name} cell {k}: unbalanced $ or $$"
+
+
+def _exercises(path):
+    """The notebook's 'Your turn' tasks (the student writes a key piece) and its numbered end exercises."""
+    text = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "markdown")
+    turns = re.findall(r"\*\*Your turn: ([^*]+)\*\*", text)
+    end = text.split("## Exercises", 1)[1] if "## Exercises" in text else ""
+    numbered = [int(n) for n in re.findall(r"^(\d+)\. ", end, re.M)]
+    return turns, numbered
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_has_a_solution_kept_apart(path):
+    turns, numbered = _exercises(path)
+    assert numbered == list(range(1, len(numbered) + 1)) and numbered, "numbered exercises 1, 2, ... at the end"
+    solutions = ROOT / "notebooks" / "solutions" / f"{path.stem}.md"
+    assert solutions.is_file(), f"the solutions of {path.name} belong in notebooks/solutions/{path.stem}.md"
+    text = solutions.read_text()
+    for title in turns:
+        assert f"## Your turn: {title.strip()}" in text, f"no solution for the task 'Your turn: {title}'"
+    for n in numbered:
+        assert f"## Exercise {n}" in text, f"no solution for exercise {n}"
+    for cell in cells(path):  # the solutions are not in the notebook
+        assert "# Solution" not in source(cell), "solutions live in notebooks/solutions/, not in the notebook"
+
+
+#: the facts each notebook demonstrates, checked by nbval in quick mode and true in the committed full run
+REQUIRED_CHECKS = {
+    "02": ["budget met"],
+    "03": ["sharing shrinks the union"],
+    "04": ["BA2 and Ours differ"],
+    "05": ["pruned model is smaller", "pruned equals trained"],
+    "06": ["S-score ranks Feature below Ours"],
+    "07": ["your sharing loss was used"],
+}
+
+
+#: facts the course should demonstrate but the committed benchmark does not reach (open work, with the
+#: measurements in docs/RESULTS.md): the notebook prints them as False, and these tests fail once one turns True,
+#: so that it leaves this list
+KNOWN_FALSE = {
+    "S-score ranks Feature below Ours": "S(Ours, β = 0.5, seed 0) 89 < S(Feature) 117 on the committed sweep (seeds 1 "
+    "and 2: 159, 153): only textures is within twice Finetune's error for either (docs/RESULTS.md §2)",
+}
+
+
+@pytest.mark.parametrize("number", sorted(REQUIRED_CHECKS))
+def test_each_notebook_checks_what_it_claims(number):
+    path = next(p for p in NOTEBOOKS if p.name.startswith(number))
+    printed = ""
+    for cell in cells(path):
+        if cell["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in source(cell):
+            printed += "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) for o in cell["outputs"])
+    for name in REQUIRED_CHECKS[number]:
+        value = "False" if name in KNOWN_FALSE else "True"
+        assert f"CHECK {name}: {value}\n" in printed, f"{path.name}: no checked cell prints 'CHECK {name}: {value}'"

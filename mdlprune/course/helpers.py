@@ -15,11 +15,13 @@ import torch
 import torchvision
 
 from .. import __version__
+from ..data.base import Benchmark
+from ..experiments.runs import TrainedMethod, mini_config, shipped_run, train_method
 from ..method.losses import BudgetLoss
 from ..method.switch import binarize
 from ..training.config import quick_mode
 
-__all__ = ["Setup", "setup", "environment", "show_source", "dual_ascent_toy", "plot_dual_ascent", "random_union",
+__all__ = ["Setup", "setup", "environment", "show_source", "load_or_train", "describe_run", "dual_ascent_toy", "plot_dual_ascent", "random_union",
            "plot_round_plans"]  # fmt: skip
 
 
@@ -55,6 +57,28 @@ def setup(root: str | os.PathLike | None = None, seed: int = 0) -> Setup:
     checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     return Setup(quick, "cuda" if torch.cuda.is_available() else "cpu", root, data_dir, checkpoints)
+
+
+def load_or_train(method: str, beta: float = 0.5, *, setup: Setup, bench: Benchmark, backbone: torch.nn.Module,
+                  tag: str | None = None, sharing_loss=None, progress: bool = True, **overrides) -> TrainedMethod:
+    """A notebook's trained run, the cheapest honest way: in full mode the shipped run of the committed sweep
+    when one was trained with exactly these settings on this data (seconds), else this notebook series'
+    checkpoint when an earlier notebook trained it, else train now (quick mode always trains: CI checks it)."""
+    config = mini_config(method, beta, **overrides)
+    if not setup.quick and tag is None and sharing_loss is None:
+        run = shipped_run(method, bench, backbone, config)
+        if run is not None:
+            return run
+    return train_method(method, backbone, bench, config, device=setup.device, checkpoint_dir=setup.checkpoints,
+                        tag=tag, sharing_loss=sharing_loss, progress=progress)  # fmt: skip
+
+
+def describe_run(run: TrainedMethod) -> str:
+    """Where a run comes from and how long its training took, for a notebook to print."""
+    where = {"trained": "trained now", "resumed": "resumed from its checkpoint and finished now",
+             "loaded": "loaded from the checkpoint an earlier notebook wrote",
+             "shipped": "rebuilt from the shipped results of the committed sweep (data/results/)"}[run.origin]  # fmt: skip
+    return f"{run.method}: {where}; its training took {run.seconds:.0f} s"
 
 
 def environment() -> dict[str, str]:

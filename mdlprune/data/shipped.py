@@ -1,4 +1,5 @@
-"""The files shipped in the repository's ``data/`` folder: the pretrained backbone and the Finetune baseline.
+"""The files shipped in the repository's ``data/`` folder: the pretrained backbone, the Finetune baseline and
+the trained runs of the committed sweep.
 
 The papers start from ImageNet weights; offline, our backbone learns the mini-decathlon's broad ``source``
 domain instead (:mod:`mdlprune.experiments.pretrain` made it; its JSON record holds the command).
@@ -20,12 +21,16 @@ import torch
 import torch.nn as nn
 
 from ..method.backbones import resnet26
+from ..method.multidomain import MultiDomainNet
 from ..training.checkpoint import CheckpointError
+from ..training.domain_state import load_domain_state
 
-__all__ = ["shipped_dir", "backbone_record", "load_backbone", "load_baseline", "DEFAULT_BACKBONE", "BASELINE"]
+__all__ = ["shipped_dir", "backbone_record", "load_backbone", "load_baseline", "shipped_runs", "load_trained", "sweep_path",
+           "DEFAULT_BACKBONE", "BASELINE", "RESULTS"]  # fmt: skip
 
 DEFAULT_BACKBONE = "resnet26-w0.375-mini"
 BASELINE = "baselines/mini-finetune.json"
+RESULTS = "results/mini-sweep"
 
 
 def shipped_dir() -> Path:
@@ -84,3 +89,35 @@ def load_baseline(path: str | Path | None = None) -> tuple[dict[str, float] | No
         return None, f"no Finetune baseline at {path}: S-scores need one (`mdlprune sweep --record-baseline data/baselines/mini-finetune.json`)"
     record = json.loads(path.read_text())
     return record["accuracies"], f"E_max from the Finetune run in {path.name} ({record['command']})"
+
+
+def sweep_path() -> Path:
+    """The committed sweep's rows (``docs/results/mini-sweep.json`` of the source checkout next to ``data/``):
+    what the shipped runs of :func:`load_trained` measured, with the Finetune and Feature baselines."""
+    return shipped_dir().parent / "docs" / "results" / "mini-sweep.json"
+
+
+def run_name(method: str, beta: float | None, seed: int) -> str:
+    """The file stem of a run's domain-specific parameters, as ``mdlprune sweep`` writes them."""
+    return method + (f"-beta{beta:g}" if beta is not None else "") + f"-seed{seed}"
+
+
+def shipped_runs(folder: str | Path | None = None) -> list[str]:
+    """The names of the trained runs shipped with the committed sweep (``data/results/mini-sweep/``)."""
+    folder = Path(folder or shipped_dir() / RESULTS)
+    return sorted(p.stem for p in folder.glob("*.pt"))
+
+
+def load_trained(method: str, beta: float | None = None, seed: int = 0, backbone: nn.Module | None = None,
+                 folder: str | Path | None = None) -> tuple[MultiDomainNet, dict]:  # fmt: skip
+    """A run of the committed sweep, rebuilt in seconds from the shipped backbone and its domain-specific
+    parameters (switch bits, per-domain BatchNorms, heads): ``(model in eval mode, its record)``. The record holds
+    what the sweep measured (``accuracies``, ``rel_macs``, ``rel_params``, ``theta_bar``, ...); evaluating the
+    rebuilt model on the default test sets gives back those accuracies exactly."""
+    folder = Path(folder or shipped_dir() / RESULTS)
+    path = folder / f"{run_name(method, beta, seed)}.pt"
+    if not path.is_file():
+        runs = shipped_runs(folder)
+        raise FileNotFoundError(f"no shipped run {path.stem!r} in {folder}; shipped: {', '.join(runs) or 'none'} "
+                                "(`mdlprune sweep` writes more under OUT/trained/)")  # fmt: skip
+    return load_domain_state(path, backbone if backbone is not None else load_backbone())

@@ -135,6 +135,8 @@ def _sweep(args: argparse.Namespace) -> int:
     preset, _ = _preset(args)
     for beta in args.betas:
         mini_config("ours", beta, preset=preset, **_overrides(args))  # validate every β before training
+    if args.seeds_at is not None and not set(args.seeds_at) <= set(args.betas):
+        raise ValueError(f"--seeds-at {args.seeds_at}: every β there must be one of --betas {args.betas}")
     device = resolve_device(args.device)
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -142,7 +144,9 @@ def _sweep(args: argparse.Namespace) -> int:
     bench.generate(include_source=False)
     backbone = load_backbone()
     baselines = [(m.name, None) for m in METHODS.values() if not m.switches]
-    methods = baselines + [(m.name, b, s) for s in args.seeds for b in args.betas for m in METHODS.values() if m.switches]
+    repeated = args.betas if args.seeds_at is None else args.seeds_at
+    methods = baselines + [(m.name, b, s) for s in args.seeds for b in args.betas for m in METHODS.values()
+                           if m.switches and (s == args.seeds[0] or b in repeated)]  # fmt: skip
     results = run_methods(methods, backbone, bench, device=device, checkpoint_dir=out / "checkpoints",
                           progress=not args.no_progress, preset=preset, export_dir=out / "trained",
                           restart=args.restart, **_overrides(args))  # fmt: skip
@@ -223,14 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", _demo, "the main job: BA² and Ours at one β, pruned and evaluated (≤ 10 min on 2 CPU cores)")
     p.add_argument("--beta", type=float, default=0.5, help="the budget β in (0, 1] (default 0.5)")
-    p.add_argument("--full", action="store_true", help="longer training: the mini-gpu preset's 30 rounds (a GPU is "
+    p.add_argument("--full", action="store_true", help="longer training: the mini-gpu preset's 176 rounds (a GPU is "
                    "recommended)")
     p.add_argument("--rounds", type=int, help="round-robin rounds of training (overrides the preset)")
     p.add_argument("--baseline", help="Finetune accuracies for the S-score (default: the shipped "
                    "data/baselines/mini-finetune.json)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="the mini-quick preset: tiny data, 2 rounds (as MDLPRUNE_QUICK=1)")
+    p.add_argument("--quick", action="store_true", help="the mini-quick preset: tiny data, 16 short rounds (as MDLPRUNE_QUICK=1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--restart", action="store_true", help="train afresh over the output folder's checkpoints")
 
@@ -238,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train the methods with switches once per "
                    "seed (heads' initialisation and data order), and report the spread (default: seed 0)")
+    p.add_argument("--seeds-at", type=float, nargs="+", metavar="BETA", help="run the seeds after the first only "
+                   "at these budgets (default: at every β)")
     p.add_argument("--rounds", type=int, help="round-robin rounds of training (overrides the preset)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/sweep")

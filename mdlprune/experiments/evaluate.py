@@ -71,6 +71,12 @@ class MethodResult:
     def from_dict(cls, d: Mapping[str, Any]) -> "MethodResult":
         return cls(**d)
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "MethodResult":
+        """A result back from its :meth:`row` (``docs/results/mini-sweep.json``): for tables and plots."""
+        return cls(row["method"], row["beta"], dict(row["accuracies"]), row["macs"], row["params"],
+                   row.get("theta_bar"), row.get("union"), row.get("seconds"), seed=row["seed"])  # fmt: skip
+
     @property
     def label(self) -> str:
         name = METHODS[self.method].label if self.method in METHODS else self.method
@@ -85,7 +91,7 @@ class MethodResult:
                 "mean_accuracy": sum(self.accuracies.values()) / len(self.accuracies), "s_score": s,
                 "s_o": s_o(s, self.rel_macs), "s_p": s_p(s, self.rel_params), "macs": self.rel_macs,
                 "params": self.rel_params, "max_theta_bar": max(self.theta_bar.values()) if self.theta_bar else None,
-                "union": self.union_fraction}  # fmt: skip
+                "theta_bar": self.theta_bar, "union": self.union_fraction, "seconds": self.seconds}  # fmt: skip
 
 
 def results_table(results: Sequence[MethodResult], baseline: Mapping[str, float], title: str | None = None) -> Table:

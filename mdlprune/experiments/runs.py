@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn as nn
 import yaml
 
 from ..data.base import Benchmark
+from ..data.shipped import load_trained, run_name, shipped_runs
 from ..method.metrics import count_macs, param_bits, relative_macs
 from ..method.convert import to_multidomain
 from ..method.multidomain import MultiDomainNet
@@ -69,8 +69,9 @@ class TrainedMethod:
     config: TrainConfig
     models: list[MultiDomainNet]
     histories: list[History]
-    seconds: float
+    seconds: float  # wall time of the training, also when this call loaded it from a checkpoint
     divergence: float | None = None  # under torchrun: the largest difference between ranks' switches and λ
+    origin: str = "trained"  # "trained" here, "resumed" from a checkpoint, "loaded" finished, or "shipped"
 
 
 def train_method(
@@ -101,13 +102,12 @@ def train_method(
     config = config or mini_config(method)
     if config.method != method:
         config = dataclasses.replace(config, method=method)
-    t0 = time.perf_counter()
     name = tag or (f"{method}-beta{config.beta:g}" if spec.switches else method) + (f"-seed{config.seed}" if config.seed else "")
     n = len(bench)
     groups = [[d] for d in range(n)] if spec.per_domain_models else [list(range(n))]
     per_step = config.batch_size // n if config.schedule == "mixed" else config.batch_size
     identity = run_identity(bench, backbone, model_settings)
-    models, histories, divergence = [], [], None
+    models, histories, divergence, seconds, steps, resumed = [], [], None, 0.0, 0, False
     for domains in groups:
         doms = [bench.targets[d] for d in domains]
         with torch.random.fork_rng(devices=[]):  # the heads' initialisation depends on the seed alone
@@ -124,12 +124,15 @@ def train_method(
             checkpoint.unlink(missing_ok=True)
         trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint, identity=identity,
                           input_size=(3, bench.image_size, bench.image_size), progress=progress)  # fmt: skip
+        resumed |= checkpoint is not None and checkpoint.is_file()
         histories.append(trainer.fit(resume=True))
+        seconds, steps = seconds + trainer.train_seconds, steps + trainer.steps_run
         if trainer.divergence is not None:
             divergence = max(divergence or 0.0, trainer.divergence)
         model.run_identity = trainer.identity  # travels with the saved model: what it was trained with
         models.append(revert_sync_batchnorm(model).eval())
-    return TrainedMethod(method, config, models, histories, time.perf_counter() - t0, divergence)
+    origin = "trained" if not resumed else "resumed" if steps else "loaded"
+    return TrainedMethod(method, config, models, histories, seconds, divergence, origin)
 
 
 def _test_loader(dom, split: str, crops: int | str, device):
@@ -188,6 +191,27 @@ def evaluate_method(
     return result
 
 
+def shipped_run(method: str, bench: Benchmark, backbone: nn.Module, config: TrainConfig) -> TrainedMethod | None:
+    """The run of the committed sweep trained with exactly ``config`` on exactly ``bench`` from ``backbone``,
+    rebuilt from its shipped domain-specific parameters (``origin="shipped"``, its training curves thinned);
+    ``None`` when no shipped run matches (then train it: :func:`train_method`)."""
+    spec = get_method(method)
+    name = run_name(method, config.beta if spec.switches else None, config.seed)
+    if spec.per_domain_models or name not in shipped_runs():
+        return None
+    model, meta = load_trained(method, config.beta if spec.switches else None, config.seed, backbone)
+    saved = TrainConfig.from_dict(meta["config"])
+    if meta.get("data") != bench.identity() or saved.rounds != config.rounds or \
+            saved.settings_that_matter() != config.settings_that_matter():  # fmt: skip
+        return None
+    history = History.from_state_dict(meta["history"])
+    return TrainedMethod(method, saved, [model], [history], meta["seconds"] or 0.0, origin="shipped")
+
+
+#: records of the training history kept with an exported run (curves for the notebooks, ~100 KB)
+SHIPPED_HISTORY = 300
+
+
 def run_methods(
     methods: Sequence[tuple[str, float | None] | tuple[str, float | None, int]],
     backbone: nn.Module,
@@ -215,8 +239,10 @@ def run_methods(
                                progress=progress, restart=restart)  # fmt: skip
         result = evaluate_method(trained, bench, backbone, device=device)
         if export_dir is not None and not get_method(method).per_domain_models:
-            name = f"{result.method}" + (f"-beta{result.beta:g}" if result.beta is not None else "") + f"-seed{result.seed}"
-            save_domain_state(trained.models[0], Path(export_dir) / f"{name}.pt", backbone, **result.to_dict())
+            name = run_name(result.method, result.beta, result.seed)
+            save_domain_state(trained.models[0], Path(export_dir) / f"{name}.pt", backbone, **result.to_dict(),
+                              config=trained.config.to_dict(), data=bench.identity(),
+                              history=trained.histories[0].thinned(SHIPPED_HISTORY).state_dict())  # fmt: skip
         log(f"{result.label}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.accuracies.items())
             + f" | MACs {result.rel_macs:.3f}, Params {result.rel_params:.3f} ({trained.seconds:.0f} s)")  # fmt: skip
         result.histories = trained.histories

@@ -63,6 +63,15 @@ class History:
             out.append(acc / min(i + 1, window))
         return steps, out
 
+    def thinned(self, max_records: int) -> "History":
+        """Every k-th record (and the last), at most about ``max_records``: the curves' shape, small enough
+        to ship with a trained run."""
+        k = max(1, math.ceil(len(self.records) / max_records))
+        keep = self.records[::k]
+        if self.records and keep[-1] is not self.records[-1]:
+            keep.append(self.records[-1])
+        return History(self.domain_names, [dict(r) for r in keep])
+
     def state_dict(self) -> dict:
         return {"domain_names": self.domain_names, "records": self.records}
 

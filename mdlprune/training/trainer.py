@@ -18,6 +18,7 @@ generator, the position in the round and the history.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ class Trainer:
         self.round_rng = torch.Generator().manual_seed(c.seed)
         self._round_start = self.round_rng.get_state()
         self.round = self.step_in_round = self.global_step = 0
+        self.seconds_before = 0.0  # training time of the checkpoint this run resumed from
+        self._fit_start: float | None = None
+        self.steps_run = 0  # steps trained by this process (0: the run was loaded finished)
         self.calibrated = False
         self.history = History(model.domain_names)
         self.log = StepLog(self.history, self.world_size)
@@ -235,9 +239,10 @@ class Trainer:
             self.load_state_dict(load_checkpoint(self.checkpoint, map_location=self.device))
         if self.round < self.config.rounds:
             self.calibrated = False  # (more rounds than the checkpoint's run: calibrate again at the end)
+        self._fit_start = time.perf_counter()
         bar = None
         if self.progress and self.rank == 0:
-            bar = tqdm(total=self.total_steps(), initial=self.global_step, desc=self.config.method, leave=False)
+            bar = tqdm(total=self.total_steps(), initial=self.global_step, desc=self.config.method, leave=True)
         try:
             while self.round < self.config.rounds:
                 if self.step_in_round == 0:
@@ -260,6 +265,7 @@ class Trainer:
                         batches.append((d, x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
                     self.train_step(batches)
                     self.global_step += 1
+                    self.steps_run += 1
                     self.step_in_round = k + 1
                     if self.global_step % self.log_every == 0:
                         self.log.flush()
@@ -288,7 +294,14 @@ class Trainer:
             self.log.flush()
             if bar is not None:
                 bar.close()
+            self.seconds_before, self._fit_start = self.train_seconds, None
         return self.history
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent training this run, over every process that trained it (a checkpoint keeps it)."""
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self.seconds_before + running
 
     def _postfix(self) -> dict[str, str]:
         out = {"round": f"{self.round + 1}/{self.config.rounds}"}
@@ -320,6 +333,7 @@ class Trainer:
             "round": self.round,
             "step_in_round": self.step_in_round,
             "global_step": self.global_step,
+            "train_seconds": self.train_seconds,
             "calibrated": self.calibrated,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -354,6 +368,8 @@ class Trainer:
         self.round_rng.set_state(state["round_rng"])
         self.round, self.step_in_round, self.global_step = state["round"], state["step_in_round"], state["global_step"]
         self.calibrated = state["calibrated"]
+        self.seconds_before = float(state.get("train_seconds", 0.0))
+        self._fit_start = time.perf_counter() if self._fit_start is not None else None
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -31,11 +31,13 @@ import torch
 from ...training.config import quick_mode
 from ..base import Benchmark, EpochLoader
 from ..shipped import shipped_dir
-from .domains import DOMAINS, GENERATOR_VERSION, QUICK_SIZES, SOURCE, TARGETS, DomainSpec
+from .domains import GENERATOR_VERSION, QUICK_SIZES, TARGETS, DomainSpec
+from .source import SOURCE
 
 __all__ = ["mini_decathlon", "MiniDecathlon", "MiniDomain", "MiniDataset", "TensorLoader", "default_root"]
 
 SPLITS = ("train", "val", "test")
+DOMAINS = {spec.name: spec for spec in [SOURCE, *TARGETS]}
 _DOMAIN_IDS = {name: i for i, name in enumerate(DOMAINS)}
 _CHUNK = 256
 

@@ -1,19 +1,25 @@
 """The domains of the mini-decathlon: one drawing function per domain, ``draw(rng, label, size) -> uint8 HWC``.
 
 Five target domains differ the way the Visual Decathlon's do, plus a broad source domain to pretrain the
-backbone on (the role ImageNet plays in the papers):
+backbone on (the role ImageNet plays in the papers; :mod:`mdlprune.data.mini.source`). Like the Decathlon's
+small domains (Aircraft, DTD, VGG-Flowers, Omniglot: 10-70 training images per class), the targets have few
+training images per class, so fine-tuning a whole backbone overfits where the frozen features transfer:
 
-=============  =======  =====================================================================================
-domain         classes  what it imitates
-=============  =======  =====================================================================================
-``source``     60       broad, as ImageNet is: 30 kinds of objects (compositions of coloured parts), 20 Latin
-                        letters in varied fonts, 10 oriented noise patterns; any pose, clutter
-``digits``     10       SVHN: printed digits in varied fonts on cluttered colour backgrounds, with neighbours
-``glyphs``     40       Omniglot: characters of five non-Latin scripts, elastic stroke jitter, ink on paper
-``textures``   16       DTD: procedural texture families at random scale, orientation and colours
-``signs``      25       GTSRB: traffic-sign shapes, colours and symbols, under varying light and blur
-``flowers``    20       VGG-Flowers: fine-grained flowers told apart by petal count, shape and colour
-=============  =======  =====================================================================================
+============  =======  =========  =====  ====  ====  =======================================================
+domain        classes  per class  train  val   test  what it imitates
+============  =======  =========  =====  ====  ====  =======================================================
+``digits``    10       20         200    600   1000  SVHN: printed digits in varied fonts on cluttered colour
+                                                     backgrounds, with neighbours
+``glyphs``    40       10         400    400   1000  Omniglot: characters of five non-Latin scripts, elastic
+                                                     stroke jitter, ink on paper
+``textures``  16       40         640    400   800   DTD: procedural texture families at random scale,
+                                                     orientation and colours
+``signs``     25       10         250    500   1000  GTSRB: traffic-sign shapes, colours and symbols, under
+                                                     varying light and blur
+``flowers``   20       10         200    300   600   VGG-Flowers: fine-grained flowers told apart by petal
+                                                     count, shape and colour
+``source``    116      200        23200  2000  2000  broad, as ImageNet is (see :mod:`.source`)
+============  =======  =========  =====  ====  ====  =======================================================
 
 Every class definition is fixed by the generator version, not by the seed: the seed only changes which
 samples are drawn. Bump :data:`GENERATOR_VERSION` whenever a drawing function changes its output.
@@ -28,10 +34,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import render as R
-from .source import LETTERS as _LETTERS
-from .source import draw_source
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,14 @@ _GLYPH_FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf"]
 
 
 def draw_glyphs(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+    return draw_ink_character(rng, _GLYPHS[label], size)
+
+
+def draw_ink_character(rng: np.random.Generator, char: str, size: int) -> np.ndarray:
+    """A handwritten-looking character: jittered strokes of ink on paper."""
     n = R.SUPERSAMPLE * size
     font_name = _GLYPH_FONTS[int(rng.integers(len(_GLYPH_FONTS)))]
-    mask = R.text_mask(_GLYPHS[label], font_name, n, n, rng, scale=(0.5, 0.72), rotate=15, offset=0.06)
+    mask = R.text_mask(char, font_name, n, n, rng, scale=(0.5, 0.72), rotate=15, offset=0.06)
     if rng.random() < 0.5:  # pen pressure: thicker or thinner strokes
         mask = mask.filter(ImageFilter.MaxFilter(3) if rng.random() < 0.6 else ImageFilter.MinFilter(3))
     ink = R.warp(np.asarray(mask, np.float32) / 255.0, rng, strength=rng.uniform(1.0, 2.5) * n / 32)
@@ -110,7 +119,7 @@ _TEXTURES = [
 ]  # fmt: skip
 
 
-def _texture_field(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
+def texture_field(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
     """A pattern in [0, 1] over an n×n grid, at a random frequency, orientation and phase."""
     f = rng.uniform(3, 8) * 2 * np.pi / n
     a = rng.uniform(0, np.pi)
@@ -167,7 +176,13 @@ def _texture_field(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
 
 def draw_textures(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     n = R.SUPERSAMPLE * size
-    t = _texture_field(_TEXTURES[label], rng, n)[..., None]
+    return paint_texture(rng, texture_field(_TEXTURES[label], rng, n), size)
+
+
+def paint_texture(rng: np.random.Generator, field: np.ndarray, size: int) -> np.ndarray:
+    """Colour a pattern in [0, 1] with two contrasting colours under uneven lighting."""
+    n = R.SUPERSAMPLE * size
+    t = field[..., None]
     c0 = np.asarray(R.random_color(rng, s=(0.0, 0.9)), np.float32)
     c1 = np.asarray(R.contrasting_color(rng, c0, rng.uniform(40, 140)), np.float32)
     shade = 0.75 + 0.5 * R.smooth_noise(rng, n, 3, 1)  # uneven lighting
@@ -256,6 +271,12 @@ def draw_signs(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     else:  # info
         d.rectangle([cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r], fill=_BLUE)
         _symbol(d, symbol, cx, cy, r * 0.9, _WHITE)
+    return place_sign(rng, img, sign, size)
+
+
+def place_sign(rng: np.random.Generator, img: Image.Image, sign: Image.Image, size: int) -> np.ndarray:
+    """Paste a drawn sign (RGBA) on a background with a random pose, blur, noise and lighting."""
+    n = img.size[0]
     # pose: scale, small rotation, perspective squash, position
     s = rng.uniform(0.55, 0.95)
     w, h = int(n * s * rng.uniform(0.8, 1.0)), int(n * s)
@@ -273,7 +294,18 @@ _HUES = {"red": 0.99, "orange": 0.07, "yellow": 0.14, "purple": 0.78, "pink": 0.
 _FLOWERS = [(p, hue) for p in _PETALS for hue in _HUES]
 
 
+def _species(cls: int) -> tuple[int, float, bool, bool]:
+    """A target species: petal count, hue, pointed petals, bright centre."""
+    petals, hue_name = _FLOWERS[cls]
+    return petals, _HUES[hue_name], cls % 2 == 1, cls % 4 < 2
+
+
 def draw_flowers(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+    return draw_flower_species(rng, [_species(c) for c in range(len(_FLOWERS))], label, size)
+
+
+def draw_flower_species(rng: np.random.Generator, species: list, label: int, size: int) -> np.ndarray:
+    """A flower of ``species[label]`` among leaves, sometimes with another species at the border."""
     n = R.SUPERSAMPLE * size
     img = R.natural_background(rng, n, palette=[R.rgb(0.3 + rng.normal(0, 0.04), 0.6, 0.25), R.rgb(0.25, 0.5, 0.55)])
     d = ImageDraw.Draw(img)
@@ -283,9 +315,8 @@ def draw_flowers(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
                   + R.regular_polygon(lx, ly, n * 0.05, 2, rng.uniform(0, np.pi)), fill=R.rgb(0.3, 0.7, rng.uniform(0.2, 0.5)))  # fmt: skip
 
     def flower(cls: int, cx: float, cy: float, r: float):
-        petals, hue_name = _FLOWERS[cls]
-        hue = _HUES[hue_name] + rng.normal(0, 0.015)
-        pointed = cls % 2 == 1
+        petals, hue, pointed, bright = species[cls]
+        hue = hue + rng.normal(0, 0.015)
         rot = rng.uniform(0, 2 * np.pi)
         for k in range(petals):
             a = rot + 2 * np.pi * k / petals
@@ -301,34 +332,28 @@ def draw_flowers(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
                         py + 0.48 * r * np.cos(t) * np.sin(a) + width * np.sin(t) * np.cos(a))
                        for t in np.linspace(0, 2 * np.pi, 16, endpoint=False)]  # fmt: skip
                 d.polygon(pts, fill=color)
-        centre = R.rgb(0.12 if cls % 4 < 2 else 0.08, 0.8, 0.9 if cls % 4 < 2 else 0.35)
+        centre = R.rgb(0.12 if bright else 0.08, 0.8, 0.9 if bright else 0.35)
         d.ellipse([cx - 0.2 * r, cy - 0.2 * r, cx + 0.2 * r, cy + 0.2 * r], fill=centre)
 
     if rng.random() < 0.4:  # a partly visible flower of another species at the border
-        other = int(rng.integers(len(_FLOWERS)))
+        other = int(rng.integers(len(species)))
         a = rng.uniform(0, 2 * np.pi)
         flower(other, n / 2 + 0.62 * n * np.cos(a), n / 2 + 0.62 * n * np.sin(a), n * rng.uniform(0.25, 0.35))
     flower(label, n / 2 + rng.uniform(-0.1, 0.1) * n, n / 2 + rng.uniform(-0.1, 0.1) * n, n * rng.uniform(0.28, 0.45))
     return R.finish(img, size, rng, noise=rng.uniform(2, 8), blur=rng.uniform(0, 1.2))
 
 
-SOURCE = DomainSpec(
-    "source", 60, draw_source, {"train": 24000, "val": 2000, "test": 2000}, True,
-    "broad, as ImageNet is: 30 kinds of objects, 20 Latin letters, 10 oriented noise patterns",
-    [f"object{c:02d}" for c in range(30)] + [f"letter {c}" for c in _LETTERS] + [f"pattern{k}" for k in range(10)],
-)  # fmt: skip
 TARGETS = [
-    DomainSpec("digits", 10, draw_digits, {"train": 3000, "val": 600, "test": 1000}, False,
+    DomainSpec("digits", 10, draw_digits, {"train": 200, "val": 600, "test": 1000}, False,
                "printed digits on cluttered colour backgrounds (SVHN-like)", [str(d) for d in range(10)]),
-    DomainSpec("glyphs", 40, draw_glyphs, {"train": 2000, "val": 400, "test": 1000}, False,
+    DomainSpec("glyphs", 40, draw_glyphs, {"train": 400, "val": 400, "test": 1000}, False,
                "characters of five non-Latin scripts with stroke jitter (Omniglot-like)", list(_GLYPHS)),
-    DomainSpec("textures", 16, draw_textures, {"train": 1600, "val": 400, "test": 800}, True,
+    DomainSpec("textures", 16, draw_textures, {"train": 640, "val": 400, "test": 800}, True,
                "procedural texture families (DTD-like)", list(_TEXTURES)),
-    DomainSpec("signs", 25, draw_signs, {"train": 2500, "val": 500, "test": 1000}, False,
+    DomainSpec("signs", 25, draw_signs, {"train": 250, "val": 500, "test": 1000}, False,
                "traffic-sign shapes, colours and symbols (GTSRB-like)", [f"{k}:{s}" if s else k for k, s in _SIGNS]),
-    DomainSpec("flowers", 20, draw_flowers, {"train": 1000, "val": 300, "test": 600}, True,
+    DomainSpec("flowers", 20, draw_flowers, {"train": 200, "val": 300, "test": 600}, True,
                "fine-grained flowers: petal count, shape and colour (VGG-Flowers-like)",
                [f"{p}-petal {'pointed' if i % 2 else 'round'} {h}" for i, (p, h) in enumerate(_FLOWERS)]),
 ]  # fmt: skip
-DOMAINS = {spec.name: spec for spec in [SOURCE, *TARGETS]}
 QUICK_SIZES = {"train": 200, "val": 60, "test": 100}

@@ -1,6 +1,19 @@
-"""The mini-decathlon's source domain, the one the backbone is pretrained on (ImageNet's role in the papers):
-60 classes, broad as ImageNet is — 30 kinds of objects (compositions of coloured parts), 20 Latin letters in
-varied fonts, 10 oriented noise patterns — in any pose, with clutter. None of them is a target class.
+"""The mini-decathlon's source domain, the one the backbone is pretrained on (ImageNet's role in the papers).
+
+116 classes, broad as ImageNet is, and like ImageNet it holds the *kinds* of structure the targets are made of
+without holding their classes:
+
+=========  =======  ==========================================================================================
+classes    count    what
+=========  =======  ==========================================================================================
+0-29       30       objects: compositions of 2-3 coloured parts, any pose, clutter, occluders
+30-49      20       Latin letters in varied fonts on cluttered backgrounds
+50-59      10       oriented band-pass noise patterns
+60-79      20       Greek and Cyrillic characters, handwritten-looking (strokes, as in glyphs)
+80-91      12       blends of two texture families (as in textures, but never one family alone)
+92-103     12       boards: six outline shapes in two colour schemes (sign-like, none of the signs)
+104-115    12       flowers of species no target has: 3, 7 or 10 petals in blue, cyan, lime or magenta
+=========  =======  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -9,8 +22,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import render as R
+from .domains import (
+    DomainSpec,
+    draw_flower_species,
+    draw_ink_character,
+    paint_texture,
+    place_sign,
+    texture_field,
+)
 
-__all__ = ["draw_source", "LETTERS"]
+__all__ = ["SOURCE", "draw_source", "LETTERS"]
 
 # -- source: "objects" -------------------------------------------------------------------------------------
 _PART_KINDS = ("ellipse", "rectangle", "triangle", "star", "ring", "cross", "pie", "hexagon", "bar")
@@ -70,13 +91,58 @@ def _draw_part(draw: ImageDraw.ImageDraw, p: dict, cx: float, cy: float, r: floa
         draw.line([cx - dx, cy - dy, cx + dx, cy + dy], fill=color, width=max(1, int(r * p["aspect"] * 0.5)))
 
 
+# -- source: target-like structure, other classes ----------------------------------------------------------
+SCRIPT = "ΓΔΘΛΞΠΣΦΨΩБДЖЗИЛЦЧШЯ"
+BLENDS = [
+    ("stripes", "dotted"), ("checkered", "wavy"), ("grid", "rings"), ("zigzag", "speckled"),
+    ("spiral", "bricks"), ("honeycomb", "fibrous"), ("crosshatched", "marbled"), ("cracked", "stripes"),
+    ("scaly", "grid"), ("rings", "zigzag"), ("dotted", "wavy"), ("bricks", "speckled"),
+]  # fmt: skip
+BOARDS = [(shape, scheme) for scheme in ("green", "orange") for shape in (0, 3, 4, 5, 6, 8)]  # 0 sides: a disc
+_SCHEMES = {"green": ((20, 120, 60), (245, 245, 240)), "orange": ((240, 130, 20), (20, 20, 20))}
+_HUES = {"blue": 0.6, "cyan": 0.5, "lime": 0.25, "magenta": 0.85}
+SPECIES = [(p, hue, (i % 2) == 1, (i % 4) < 2) for i, (p, hue) in enumerate((p, h) for p in (3, 7, 10) for h in _HUES.values())]
+
+
+def _draw_board(rng: np.random.Generator, shape: int, scheme: str, size: int) -> np.ndarray:
+    n = R.SUPERSAMPLE * size
+    img = R.natural_background(rng, n)
+    board = Image.new("RGBA", (n, n), (0, 0, 0, 0))
+    d = ImageDraw.Draw(board)
+    outer, inner = _SCHEMES[scheme]
+    cx, cy, r = n / 2, n / 2, n * 0.42
+    for radius, colour in ((r, outer), (r * 0.8, inner)):
+        if shape == 0:
+            d.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
+        else:
+            d.polygon(R.regular_polygon(cx, cy, radius, shape, -np.pi / 2), fill=colour)
+    letter = LETTERS[int(rng.integers(len(LETTERS)))]  # a nuisance symbol, not the class
+    f = R.font("DejaVuSans-Bold.ttf", max(4, int(r * 0.7)))
+    box = f.getbbox(letter)
+    d.text((cx - (box[2] - box[0]) / 2 - box[0], cy - (box[3] - box[1]) / 2 - box[1]), letter, font=f, fill=outer)
+    return place_sign(rng, img, board, size)
+
+
 def draw_source(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
-    """Classes 0-29: objects; 30-49: Latin letters; 50-59: oriented noise patterns."""
-    if label < len(_OBJECTS):
-        return _draw_object(rng, label, size)
-    if label < len(_OBJECTS) + len(LETTERS):
-        return _draw_letter(rng, LETTERS[label - len(_OBJECTS)], size)
-    return _draw_pattern(rng, label - len(_OBJECTS) - len(LETTERS), size)
+    """Draw one image of source class ``label`` (the table in this module's docstring)."""
+    start = 0
+    for count, draw in (
+        (len(_OBJECTS), lambda k: _draw_object(rng, k, size)),
+        (len(LETTERS), lambda k: _draw_letter(rng, LETTERS[k], size)),
+        (_N_PATTERNS, lambda k: _draw_pattern(rng, k, size)),
+        (len(SCRIPT), lambda k: draw_ink_character(rng, SCRIPT[k], size)),
+        (len(BLENDS), lambda k: paint_texture(rng, _blend(rng, *BLENDS[k], R.SUPERSAMPLE * size), size)),
+        (len(BOARDS), lambda k: _draw_board(rng, *BOARDS[k], size)),
+        (len(SPECIES), lambda k: draw_flower_species(rng, SPECIES, k, size)),
+    ):
+        if label < start + count:
+            return draw(label - start)
+        start += count
+    raise ValueError(f"source class {label} out of range 0-{start - 1}")
+
+
+def _blend(rng: np.random.Generator, a: str, b: str, n: int) -> np.ndarray:
+    return np.maximum(texture_field(a, rng, n), 0.7 * texture_field(b, rng, n))
 
 
 def _draw_letter(rng: np.random.Generator, letter: str, size: int) -> np.ndarray:
@@ -130,3 +196,17 @@ def _draw_object(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     return R.finish(img, size, rng, noise=rng.uniform(0, 8), blur=rng.uniform(0, 1.0))
 
 
+
+
+_NAMES = (
+    [f"object{c:02d}" for c in range(len(_OBJECTS))] + [f"letter {c}" for c in LETTERS]
+    + [f"pattern{k}" for k in range(_N_PATTERNS)] + [f"script {c}" for c in SCRIPT]
+    + [f"{a}+{b}" for a, b in BLENDS] + [f"board {k or 'disc'}-{s}" for k, s in BOARDS]
+    + [f"{p}-petal {'pointed' if pointed else 'round'} {h}" for (p, _, pointed, _), h in zip(SPECIES, [h for _ in (3, 7, 10) for h in _HUES])]
+)  # fmt: skip
+SOURCE = DomainSpec(
+    "source", len(_NAMES), draw_source, {"train": 200 * len(_NAMES), "val": 2000, "test": 2000}, True,
+    "broad, as ImageNet is: objects, letters, noise patterns, and the kinds of structure the targets are made "
+    "of (strokes, texture blends, boards, flowers) in classes no target has",
+    _NAMES,
+)
