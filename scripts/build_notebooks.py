@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,10 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 #: run silently before the first cell: progress bars as text (a saved widget shows nothing), so the saved page
 #: keeps each bar's final line
 PREAMBLE = "import tqdm.auto, tqdm.std\ntqdm.auto.tqdm = tqdm.std.tqdm\n"
+
+
+#: a library's log line (glog format, e.g. torch's "W1125 22:39:36.612 ... No CUDA runtime is found"): not the page's
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d[^\n]*\n?", re.M)
 
 
 def _last_frames(text: str) -> str:
@@ -47,7 +52,9 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         outputs = []
         for out in cell.outputs:
             if out.output_type == "stream":
-                out.text = _last_frames(out.text)
+                out.text = _last_frames(_LOG_LINE.sub("", out.text))
+                if not out.text.strip():
+                    continue
             elif out.output_type in ("display_data", "execute_result"):
                 if WIDGET in out.data:
                     continue  # a widget: nothing to show without a kernel

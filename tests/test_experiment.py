@@ -33,7 +33,7 @@ def backbone():
 
 
 def cfg(method, beta=0.5, **kw):
-    return mini_config(method, beta, quick=True, rounds=1, batch_size=16, **kw)
+    return mini_config(method, beta, quick=True, **{"rounds": 1, "batch_size": 16, **kw})
 
 
 def test_finetune_scores_each_model_on_its_own_domain(bench, backbone, tmp_path):

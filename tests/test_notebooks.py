@@ -114,7 +114,7 @@ def test_every_exercise_has_a_solution_kept_apart(path):
     assert solutions.is_file(), f"the solutions of {path.name} belong in notebooks/solutions/{path.stem}.md"
     text = solutions.read_text()
     for title in turns:
-        assert f"## Your turn: {title.strip()}" in text, f"no solution for the task 'Your turn: {title}'"
+        assert f"## Your turn: {title.strip().rstrip('.')}" in text, f"no solution for the task 'Your turn: {title}'"
     for n in numbered:
         assert f"## Exercise {n}" in text, f"no solution for exercise {n}"
     for cell in cells(path):  # the solutions are not in the notebook

@@ -241,7 +241,7 @@ class Trainer:
             self.calibrated = False  # (more rounds than the checkpoint's run: calibrate again at the end)
         self._fit_start = time.perf_counter()
         bar = None
-        if self.progress and self.rank == 0:
+        if self.progress and self.rank == 0 and self.round < self.config.rounds:  # (none for a finished run)
             bar = tqdm(total=self.total_steps(), initial=self.global_step, desc=self.config.method, leave=True)
         try:
             while self.round < self.config.rounds:
