@@ -24,6 +24,7 @@ from .method.metrics import count_macs, param_bits, relative_macs, relative_para
 from .method.convert import to_multidomain
 from .method.multidomain import MultiDomainNet, randomize_switches
 from .method.prune import PrunedConv2d, prune
+from .method.specialize import specialize
 from .method.switch import SwitchConv2d, binarize
 from .training.checkpoint import load_model, save_model
 
@@ -45,6 +46,7 @@ __all__ = [
     "JaccardLoss",
     "PrunedConv2d",
     "prune",
+    "specialize",
     "count_macs",
     "relative_macs",
     "param_bits",

@@ -16,7 +16,7 @@ def _normalise(req: str) -> str:
 
 def pyproject_requirements() -> list[str]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return meta["dependencies"] + meta["optional-dependencies"]["dev"]
+    return meta["dependencies"] + meta["optional-dependencies"]["dev"] + meta["optional-dependencies"]["deploy"]
 
 
 def environment_requirements() -> list[str]:

@@ -6,6 +6,7 @@
 ``train``      train one method from a configuration file (resumable)
 ``prune``      prune a trained model file and check that it computes the same function
 ``evaluate``   accuracy per domain, MACs and Params of a model file
+``export``     one domain's model (or each) to ONNX, checked in ONNX Runtime against PyTorch
 ``smoke``      no training: random switches, prune, size table (seconds)
 =============  ===================================================================================
 """
@@ -25,7 +26,7 @@ from ..data.shipped import load_backbone, load_baseline
 from ..method.backbones import resnet26
 from ..method.metrics import count_macs, param_bits
 from ..method.convert import to_multidomain
-from ..method.multidomain import randomize_switches
+from ..method.multidomain import MultiDomainNet, randomize_switches
 from ..method.prune import compare_outputs, prune
 from ..training.checkpoint import CheckpointError, load_model, save_model
 from ..training.history import NonFiniteError
@@ -200,6 +201,34 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Export a trained or pruned model to ONNX for one domain (or each), checked in ONNX Runtime against PyTorch."""
+    from .export import export_onnx  # imports the exporter only for this verb
+
+    model = load_model(args.model)
+    if not isinstance(model, MultiDomainNet):
+        raise TypeError(f"{args.model} holds a {type(model).__name__}, not a multi-domain model: give a file "
+                        "written by `mdlprune train` (model.pt) or `mdlprune prune`")  # fmt: skip
+    every = args.domain == "all" and "all" not in model.domain_names
+    if every:
+        domains = list(model.domain_names)
+    else:  # a name first, so that a domain called "1" can be chosen; else an index
+        domains = [args.domain if args.domain in model.domain_names or not args.domain.isdigit() else int(args.domain)]
+    out = Path(args.out)
+    if every and out.suffix == ".onnx":
+        raise ValueError(f"--domain all writes one file per domain: give --out a folder, not {out}")
+    try:
+        for domain in domains:
+            name = model.domain_names[model.domain_index(domain)]
+            if every and (Path(name).name != name or name in (".", "..")):
+                raise ValueError(f"the domain name {name!r} is not a file name: export it alone with --out FILE")
+            path = out / f"{name}.onnx" if every else out
+            print(export_onnx(model, path, domain, image_size=args.image_size, specialized=not args.multi_domain))
+    except ImportError as e:
+        raise OSError(str(e)) from None
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """Accuracy per domain, relative MACs and Params of a saved model, on the configuration's benchmark."""
     return evaluate_from_config(load_config(args.config, args.set), args.model)
@@ -270,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the trained multi-domain model (model.pt written by train)")
     p.add_argument("--out", required=True, help="where to write the pruned model")
     p.add_argument("--image-size", type=_size, default=32, help="input size for the equivalence check and MACs")
+
+    p = add("export", _export, "export one domain's model to ONNX, checked in ONNX Runtime (needs mdlprune[deploy])")
+    p.add_argument("--model", required=True, help="a trained or pruned multi-domain model file (train, prune)")
+    p.add_argument("--domain", required=True, help="a domain's name or index, or 'all' (one file per domain)")
+    p.add_argument("--out", required=True, help="the ONNX file to write (a folder with --domain all)")
+    p.add_argument("--image-size", type=_size, default=32, help="side of the example batch that traces the model")
+    p.add_argument("--multi-domain", action="store_true", help="export the multi-domain model with the domain fixed "
+                   "(the union of the domains' channels) instead of the domain's specialised model")
 
     p = add("smoke", _smoke, "no training: random switches, prune, size table (seconds)")
     p.add_argument("--width", type=float, default=0.5, help="ResNet-26 width multiplier (default 0.5)")

@@ -10,6 +10,7 @@ Read the modules in this order; each cites the section of ``docs/METHOD.md`` it 
 ``losses``         the budget loss with dual ascent (METHOD §3), the sharing losses (METHOD §4)
 ``dependencies``   which producers' filters pruning may remove too (METHOD §6)
 ``prune``          :func:`prune`: the physically smaller model, and the check that it is equal (METHOD §6)
+``specialize``     :func:`specialize`: one domain's plain ``torch.nn`` model, BatchNorm folded (METHOD §6)
 ``metrics``        MACs, parameter memory, S-score, S_O, S_P (METHOD §7)
 ``backbones``      the papers' backbones: Rebuffi's ResNet-26, Wide ResNet-28-k (METHOD §9)
 =================  ==========================================================================================

@@ -76,9 +76,30 @@ class PrunedConv2d(DomainModule):
             x = x.index_select(1, self.in_index)
         w = self.weight
         if self.domain_masks is not None:
-            d = self.active_domain if domain is None else domain
-            w = w * self.domain_masks[d].to(w.dtype).view(1, -1, 1, 1)
+            w = self._masked_weight(self.active_domain if domain is None else domain)
         return conv2d(self, x, w, self.bias)
+
+    def _masked_weight(self, d: int) -> torch.Tensor:
+        """``weight × domain_masks[d]``. Outside autograd, compilers and exporters, the product is kept per domain
+        until the kernel or the masks change (moved, cast, edited or replaced): an eval forward pass does not
+        multiply the masks into the kernel again."""
+        w, masks = self.weight, self.domain_masks
+        if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
+            return w * masks[d].to(w.dtype).view(1, -1, 1, 1)
+        identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
+        cache = self.__dict__.get("_masked_cache")
+        if cache is None or cache[0] != identity:  # a new kernel or new masks: drop every domain's product
+            cache = self.__dict__["_masked_cache"] = (identity, {})
+        kernel = cache[1].get(d)
+        if kernel is None or (kernel.is_inference() and not torch.is_inference_mode_enabled()):
+            kernel = cache[1][d] = w * masks[d].to(w.dtype).view(1, -1, 1, 1)
+        return kernel
+
+    def __getstate__(self) -> dict:  # the cache is not part of the model: neither saved nor copied
+        state = dict(super().__getstate__())
+        state.pop("_masked_cache", None)
+        return state
 
     def _bias_only(self, x: torch.Tensor) -> torch.Tensor:
         """A convolution that reads no channel outputs its bias (or zeros) at every position."""

@@ -1,0 +1,176 @@
+"""One domain's model as a plain ``torch.nn`` network: what a device that serves a single domain runs (METHOD §6).
+
+The pruned multi-domain model keeps the *union* of its domains' channels and multiplies each domain's mask into
+the kernels where the domains differ. A device that serves one domain ``d`` needs less:
+
+1. **Only domain d's channels.** :func:`specialize` keeps domain ``d``'s switches, BatchNorms and head alone, and
+   prunes that one-domain model with :func:`~mdlprune.prune`: every input channel ``d`` switches off goes, and,
+   where the dependency analysis allows, so do the producer's filter and BatchNorm channels. The model executes
+   at most the MACs ``d`` *needs* (what :func:`~mdlprune.count_macs` reports for it), usually fewer. What stays:
+   every channel of a residual stream (the additions read them all), and one filter of a producer nobody reads
+   (a convolution that reads no channel becomes a zero kernel over one channel, which outputs its bias).
+2. **Plain layers.** Per-domain BatchNorms and heads become ``nn.BatchNorm2d`` and ``nn.Linear``; a pruned
+   convolution becomes an ``nn.Conv2d``, preceded by a :class:`ChannelSelect` only where it reads a subset of a
+   residual stream's channels (the stream's width cannot shrink, because additions read every channel).
+3. **BatchNorm folded** into the convolution before it (eval mode): ``W' = W·γ/σ``, ``b' = (b − μ)·γ/σ + β`` with
+   ``σ = √(var + ε)`` per output channel (:func:`fold_batchnorms`).
+
+Invariant (tested): ``specialize(model, d)(x)`` equals ``model(x, d)`` in eval mode up to float rounding, for a
+trained (switch) model and for its pruned copy alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import Counter
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .domain import DomainBatchNorm2d, DomainHeads, DomainModule
+from .multidomain import MultiDomainNet
+from .prune import PrunedConv2d, prune
+from .switch import SwitchConv2d
+
+__all__ = ["ChannelSelect", "specialize", "fold_batchnorms"]
+
+
+class ChannelSelect(nn.Module):
+    """``x[:, index]``: the channels of a residual stream that the next convolution reads."""
+
+    def __init__(self, index: torch.Tensor, incoming_channels: int):
+        super().__init__()
+        self.incoming_channels = incoming_channels
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(1, self.index)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.index)} of {self.incoming_channels} channels"
+
+
+@torch.no_grad()
+def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = True) -> nn.Module:
+    """A plain ``torch.nn`` copy of ``model``'s backbone that computes ``model(x, domain)`` in eval mode.
+
+    ``model``: a trained :class:`~mdlprune.MultiDomainNet` (switches) or its :func:`~mdlprune.prune` d copy;
+    ``domain``: an index or a name. The result is in eval mode, reads ``forward(x)`` only, holds the channels that
+    ``domain`` uses (and the residual streams whole: module docstring), and is frozen (``requires_grad=False``:
+    it is for inference).
+    ``model`` is not modified.
+    """
+    if not isinstance(model, MultiDomainNet):
+        raise TypeError(f"specialize expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
+    d = model.domain_index(domain)
+    one = _one_domain(model, d)
+    plain = _plain(prune(one).backbone).eval().requires_grad_(False)
+    return fold_batchnorms(plain) if fold_batchnorm else plain
+
+
+def _one_domain(model: MultiDomainNet, d: int) -> MultiDomainNet:
+    """A copy of ``model`` with domain ``d``'s layers alone, every pruned convolution back as switches."""
+    new = copy.deepcopy(model).eval()
+    for name, m in list(new.backbone.named_modules()):
+        if isinstance(m, SwitchConv2d):
+            m.switches = nn.Parameter(m.switches[d : d + 1].clone())
+        elif isinstance(m, PrunedConv2d):
+            new.backbone.set_submodule(name, _as_switches(m, d))
+        elif isinstance(m, DomainBatchNorm2d):
+            m.bns = nn.ModuleList([m.bns[d]])
+        elif isinstance(m, DomainHeads):
+            m.heads = nn.ModuleList([m.heads[d]])
+        elif isinstance(m, DomainModule):
+            raise TypeError(f"{name}: specialize does not know the per-domain layer {type(m).__name__}")
+    new.domain_names = (model.domain_names[d],)
+    new.refresh()
+    return new
+
+
+def _as_switches(p: PrunedConv2d, d: int) -> SwitchConv2d:
+    """The switch convolution over all ``p.incoming_channels`` that computes what ``p`` computes for domain
+    ``d``: its kept kernels in place, zeros elsewhere, switches on exactly where ``p`` reads for ``d``."""
+    w = p.weight
+    conv = nn.Conv2d(p.incoming_channels, p.out_channels, p.kernel_size, p.stride, p.padding, p.dilation,
+                     bias=p.bias is not None, padding_mode=p.padding_mode, device=w.device, dtype=w.dtype)  # fmt: skip
+    read = p.in_index if p.in_index is not None else torch.arange(p.in_channels, device=w.device)
+    conv.weight.zero_()
+    conv.weight[:, read] = w
+    if p.bias is not None:
+        conv.bias.copy_(p.bias)
+    s = SwitchConv2d(conv, num_domains=1)
+    on = torch.zeros(p.incoming_channels, dtype=torch.bool, device=w.device)
+    on[read] = True if p.domain_masks is None else p.domain_masks[d]
+    s.switches.copy_(torch.where(on, 1.0, -1.0).to(s.switches).view(1, -1))
+    return s
+
+
+def _plain(backbone: nn.Module) -> nn.Module:
+    """Replace every one-domain layer of a pruned backbone by its ``torch.nn`` equivalent (in place)."""
+    for name, m in list(backbone.named_modules()):
+        if isinstance(m, PrunedConv2d):
+            backbone.set_submodule(name, _plain_conv(m))
+        elif isinstance(m, DomainBatchNorm2d):
+            backbone.set_submodule(name, m.bns[0])
+        elif isinstance(m, DomainHeads):
+            backbone.set_submodule(name, m.heads[0])
+    return backbone
+
+
+def _plain_conv(p: PrunedConv2d) -> nn.Module:
+    assert p.domain_masks is None, "one domain left: no per-domain masks"
+    w, index = p.weight, p.in_index
+    if p.in_channels == 0:  # reads nothing: a zero kernel over one channel outputs the bias, with the same geometry
+        w = w.new_zeros(p.out_channels, 1, *p.kernel_size)
+        index = torch.zeros(1, dtype=torch.long, device=w.device)
+    conv = nn.Conv2d(w.shape[1], p.out_channels, p.kernel_size, p.stride, p.padding, p.dilation,
+                     bias=p.bias is not None, padding_mode=p.padding_mode, device=w.device, dtype=w.dtype)  # fmt: skip
+    conv.weight.copy_(w)
+    if p.bias is not None:
+        conv.bias.copy_(p.bias)
+    conv.requires_grad_(False)
+    return conv if index is None else nn.Sequential(ChannelSelect(index, p.incoming_channels), conv)
+
+
+class _LeafConvs(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(m, qualname)
+
+
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode ``nn.BatchNorm2d`` that reads only a convolution's output (and is that output's
+    only reader) into the convolution, and replace it by ``nn.Identity`` (in place; returns ``model``).
+
+    Found by a ``torch.fx`` trace; a model that does not trace is returned unchanged, with a warning. The folded
+    convolutions are frozen (``requires_grad=False``)."""
+    try:
+        graph = _LeafConvs().trace(model)
+    except Exception as e:  # control flow on tensor values, unsupported Python
+        warnings.warn(f"fold_batchnorms: {type(model).__name__} does not trace with torch.fx ({type(e).__name__}: "
+                      f"{e}); its BatchNorms stay as they are")  # fmt: skip
+        return model
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if type(bn) is not nn.BatchNorm2d or bn.training or not bn.track_running_stats or calls[node.target] != 1:
+            continue
+        src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if type(conv) is not nn.Conv2d or calls[src.target] != 1 or len(src.users) != 1:
+            continue
+        scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           conv.dilation, conv.groups, True, conv.padding_mode,
+                           device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
+        folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        folded.bias.copy_((bias - bn.running_mean) * scale + shift)
+        folded.requires_grad_(False).eval()
+        model.set_submodule(src.target, folded)
+        model.set_submodule(node.target, nn.Identity())
+    return model

@@ -1,0 +1,186 @@
+"""One domain's model for a device: ``specialize`` (exact, smaller, plain torch.nn) and the ONNX export."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from mdlprune import count_macs, load_model, prune, randomize_switches, save_model, specialize, to_multidomain
+from mdlprune.experiments.cli import main as cli
+from mdlprune.method.backbones import resnet26
+from mdlprune.method.domain import DomainModule
+from mdlprune.method.specialize import ChannelSelect, fold_batchnorms
+
+DOMAINS = {"digits": 3, "glyphs": 4, "signs": 5}
+
+
+def _trained_like(backbone: nn.Module, keep: float = 0.5, seed: int = 0):
+    """A multi-domain model whose domains differ: random switches, per-domain BatchNorm statistics and affines."""
+    model = to_multidomain(backbone, DOMAINS)
+    randomize_switches(model, keep=keep, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+def _assert_same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5):
+    assert (a - b).abs().max() <= rtol * b.abs().max(), f"max |Δ| {(a - b).abs().max():.2e}"
+
+
+@pytest.mark.parametrize("arch", ["resnet26", "resnet18"])
+def test_specialized_model_equals_the_multi_domain_model_on_every_domain(arch):
+    torch.manual_seed(0)
+    backbone, size = (resnet26(10, width=0.25), 32) if arch == "resnet26" else (torchvision.models.resnet18(), 48)
+    model = _trained_like(backbone)
+    pruned = prune(model)
+    x = torch.randn(3, 3, size, size)
+    for d, name in enumerate(DOMAINS):
+        expected = model(x, d)
+        for source in (model, pruned):
+            plain = specialize(source, name)
+            _assert_same(plain(x), expected)
+        # plain torch.nn: no per-domain layer or switch; every BatchNorm after a conv folded (ResNet-26's last one
+        # reads the residual stream, the sum of blocks, and stays); frozen, in eval mode
+        assert not any(isinstance(m, DomainModule) for m in plain.modules())
+        left = [n for n, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        assert left == (["bn_final"] if arch == "resnet26" else [])
+        assert not plain.training and not any(p.requires_grad for p in plain.parameters())
+
+
+def test_specialized_model_executes_only_its_domains_channels():
+    model = _trained_like(resnet26(10, width=0.25), keep=0.5)
+    pruned = prune(model)
+    size = (3, 32, 32)
+    for d in range(len(DOMAINS)):
+        plain = specialize(pruned, d)
+        executed = count_macs(plain, size)
+        assert executed <= count_macs(model, size, d)  # what the domain needs (dependency-aware: even less)
+        assert executed < count_macs(pruned, size, d, mask_aware=False)  # what the multi-domain model executes
+        assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in pruned.parameters())
+    # gathers only where a residual stream is read: a block's second conv reads its pruned first conv directly
+    plain = specialize(pruned, 0)
+    assert not isinstance(plain.layer1[0].conv2, nn.Sequential)
+    assert any(isinstance(m, ChannelSelect) for m in plain.modules())
+
+
+def test_specialize_with_everything_on_is_the_backbone_with_batchnorm_folded():
+    backbone = resnet26(10, width=0.25).eval()
+    model = to_multidomain(backbone, DOMAINS).eval()  # switches start on: every domain computes the backbone
+    plain = specialize(model, 1)
+    assert not any(isinstance(m, ChannelSelect) for m in plain.modules())
+    assert [n for n, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)] == ["bn_final"]
+    feats = nn.Sequential(*list(backbone.children())[:-1])
+    x = torch.randn(2, 3, 32, 32)
+    _assert_same(nn.Sequential(*list(plain.children())[:-1])(x), feats(x))
+
+
+def test_fold_batchnorms_leaves_what_it_cannot_fold():
+    class Shared(nn.Module):  # one BatchNorm after a conv whose output is also read elsewhere: no fold
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    m = Shared().eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = m(x)
+    fold_batchnorms(m)
+    assert isinstance(m.bn, nn.BatchNorm2d)
+    _assert_same(m(x), before)
+    train = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # train mode: batch statistics, no fold
+    fold_batchnorms(train)
+    assert isinstance(train[1], nn.BatchNorm2d)
+
+
+def test_specialize_refuses_what_it_cannot_read():
+    with pytest.raises(TypeError, match="specialize expects a MultiDomainNet"):
+        specialize(resnet26(10, width=0.25), 0)
+    with pytest.raises(ValueError, match="unknown domain 'flowers'"):
+        specialize(_trained_like(resnet26(10, width=0.25)), "flowers")
+
+
+onnxruntime = pytest.importorskip("onnxruntime", reason='the deploy extra: pip install "mdlprune[deploy]"')
+
+
+def test_onnx_export_equals_pytorch_for_both_kinds(tmp_path):
+    from mdlprune.experiments.export import export_onnx, onnx_runtime_outputs
+
+    model = _trained_like(resnet26(10, width=0.25))
+    pruned = prune(model).train()  # export sets eval mode itself and leaves the model as it was
+    x = torch.randn(5, 3, 32, 32)  # another batch size than the export's: the batch dimension is dynamic
+    for specialized in (True, False):
+        report = export_onnx(pruned, tmp_path / f"signs-{specialized}.onnx", "signs", specialized=specialized)
+        assert report.max_abs_diff <= 1e-5 * report.output_scale
+        _assert_same(torch.from_numpy(onnx_runtime_outputs(report.path, x)), model(x, 2))
+    assert pruned.training
+
+
+class _Named(nn.Module):
+    """A backbone whose forward argument is not called x (the exporter must not rely on the name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(8), nn.Linear(8, 10)
+
+    def forward(self, images):
+        return self.fc(torch.relu(self.bn(self.conv(images))).mean((2, 3)))
+
+
+def test_onnx_export_of_any_forward_signature(tmp_path):
+    from mdlprune.experiments.export import export_onnx
+
+    model = _trained_like(_Named())
+    report = export_onnx(model, tmp_path / "named.onnx", 0, image_size=8)
+    assert report.max_abs_diff <= 1e-5 * report.output_scale
+
+
+def test_export_command(tmp_path, capsys):
+    model = _trained_like(resnet26(10, width=0.25))
+    save_model(prune(model), tmp_path / "pruned.pt")
+    assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "all", "--out", str(tmp_path / "onnx")]) == 0
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["digits.onnx", "glyphs.onnx", "signs.onnx"]
+    assert "ONNX Runtime vs PyTorch" in capsys.readouterr().out
+    assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "flowers", "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown domain 'flowers'" in err
+    assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "1", "--multi-domain",
+                "--out", str(tmp_path / "glyphs.onnx")]) == 0  # an index, and the multi-domain model
+    assert "multi-domain, domain fixed, domain glyphs" in capsys.readouterr().out
+    torch.save({"a": torch.zeros(1)}, tmp_path / "state.pt")
+    assert cli(["export", "--model", str(tmp_path / "state.pt"), "--domain", "0", "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "not a model" in capsys.readouterr().err
+    assert isinstance(load_model(tmp_path / "pruned.pt"), nn.Module)
+
+
+def test_pruned_model_keeps_its_masked_kernels_per_domain(tmp_path):
+    model = _trained_like(resnet26(10, width=0.25))
+    pruned = prune(model)
+    x = torch.randn(2, 3, 32, 32)
+    masked = [m for m in pruned.modules() if getattr(m, "domain_masks", None) is not None]
+    assert masked, "random masks differ by domain: some layers keep per-domain masks"
+    with torch.no_grad():
+        first = pruned(x, 1)
+        kernel = masked[0]._masked_weight(1)
+        assert torch.equal(pruned(x, 1), first) and masked[0]._masked_weight(1) is kernel  # reused, not recomputed
+        masked[0].domain_masks[1].logical_not_()  # an edit of the masks invalidates the kernel
+        assert not torch.equal(pruned(x, 1), first)
+        masked[0].domain_masks = masked[0].domain_masks.clone().logical_not_()  # so does a new mask tensor
+        masked[0].domain_masks[1].logical_not_()
+        _assert_same(pruned(x, 1), model(x, 1))
+    with torch.inference_mode():  # a kernel kept under inference mode does not leak into autograd afterwards
+        pruned(x, 1)
+    pruned.heads.requires_grad_(True)
+    pruned(x, 1).sum().backward()
+    assert pruned.heads.heads[1].weight.grad is not None
+    assert "_masked_cache" not in masked[0].__getstate__()  # neither copied nor saved
+    save_model(pruned, tmp_path / "p.pt")
+    assert not any(hasattr(m, "_masked_cache") for m in load_model(tmp_path / "p.pt").modules())
