@@ -75,6 +75,8 @@ def execute(path: Path, timeout: float = 1800) -> nbformat.NotebookNode:
 
     os.environ.setdefault("MDLPRUNE_QUICK", "0")
     nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):  # cells added by hand get an id (nbformat 5.1+ requires one)
+        cell.setdefault("id", f"{path.stem[:2]}-{i:02d}-{abs(hash(''.join(cell.source))) % 10**6:06d}")
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
     try:
         kc.execute_interactive(PREAMBLE, timeout=60, allow_stdin=False)

@@ -173,7 +173,7 @@ def test_pruned_model_keeps_its_masked_kernels_per_domain(tmp_path):
         assert torch.equal(pruned(x, 1), first) and masked[0]._masked_weight(1) is kernel  # reused, not recomputed
         masked[0].domain_masks[1].logical_not_()  # an edit of the masks invalidates the kernel
         assert not torch.equal(pruned(x, 1), first)
-        masked[0].domain_masks = masked[0].domain_masks.clone().logical_not_()  # so does a new mask tensor
+        masked[0].domain_masks = masked[0].domain_masks.clone()  # so does a new mask tensor (domain 1 restored)
         masked[0].domain_masks[1].logical_not_()
         _assert_same(pruned(x, 1), model(x, 1))
     with torch.inference_mode():  # a kernel kept under inference mode does not leak into autograd afterwards

@@ -135,10 +135,7 @@ REQUIRED_CHECKS = {
 #: facts the course should demonstrate but the committed benchmark does not reach (open work, with the
 #: measurements in docs/RESULTS.md): the notebook prints them as False, and these tests fail once one turns True,
 #: so that it leaves this list
-KNOWN_FALSE = {
-    "S-score ranks Feature below Ours": "S(Ours, β = 0.5, seed 0) 89 < S(Feature) 117 on the committed sweep (seeds 1 "
-    "and 2: 159, 153): only textures is within twice Finetune's error for either (docs/RESULTS.md §2)",
-}
+KNOWN_FALSE: dict[str, str] = {}  # CHECK name -> why the committed run prints False (none today)
 
 
 @pytest.mark.parametrize("number", sorted(REQUIRED_CHECKS))

@@ -35,7 +35,17 @@ class Setup:
 
     def __str__(self) -> str:
         mode = "QUICK (MDLPRUNE_QUICK=1: small data, few rounds)" if self.quick else "full"
-        return f"mode: {mode}\ndevice: {self.device}\ndata: {self.data_dir}\ncheckpoints: {self.checkpoints}"
+        return f"mode: {mode}\ndevice: {self.device}\ndata: {_short(self.data_dir)}\ncheckpoints: {_short(self.checkpoints)}"
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the repository or the home folder when inside one (pages show no machine's layout)."""
+    for base, prefix in ((_default_root(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(Path(path).resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _default_root() -> Path:

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.mini import GENERATOR_VERSION, mini_decathlon
+from ..data.mini.source import SOURCE
 from ..data.shipped import DEFAULT_BACKBONE, sha256, shipped_dir
 from ..method.backbones import resnet26
 from ..training.checkpoint import atomic_save
@@ -39,10 +40,16 @@ def pretrain(
     seed: int = 0,
     device: str = "cpu",
     size: str | None = "default",
+    label_smoothing: float = 0.1,
+    per_class: int | None = None,
     log=print,
 ) -> tuple[nn.Module, dict]:
-    """Train ResNet-26 on the source domain with SGD + cosine schedule; return the model and its metrics."""
+    """Train ResNet-26 on the source domain with SGD + one-cycle schedule; return the model and its metrics.
+
+    ``per_class``: training images per source class (default: the generator's 200)."""
     torch.manual_seed(seed)
+    if per_class is not None:
+        size = {"source": {"train": per_class * SOURCE.num_classes}}
     bench = mini_decathlon(seed=seed, size=size)
     source = bench.source
     train = source.loader("train", batch_size, device=device, seed=seed, drop_last=True)
@@ -56,7 +63,7 @@ def pretrain(
         model.train()
         total = 0.0
         for x, y in train:
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -83,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", default="default", choices=["default", "quick"], help="source split sizes")
+    p.add_argument("--per-class", type=int, help="training images per source class (default: the generator's 200)")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, metrics = pretrain(args.width, args.epochs, args.batch_size, args.lr, seed=args.seed, device=args.device, size=args.size)
+    model, metrics = pretrain(args.width, args.epochs, args.batch_size, args.lr, seed=args.seed, device=args.device,
+                              size=args.size, label_smoothing=args.label_smoothing, per_class=args.per_class)  # fmt: skip
     out = atomic_save(model.state_dict(), args.out)
     record = {
         "file": out.name,
@@ -94,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "width": args.width,
         "num_classes": model.fc.out_features,
         "input_size": 32,
-        "source": f"mini-decathlon source domain, generator v{GENERATOR_VERSION}, seed {args.seed}, size {args.size}",
+        "source": f"mini-decathlon source domain, generator v{GENERATOR_VERSION}, seed {args.seed}, "
+        + (f"{args.per_class} training images per class" if args.per_class else f"size {args.size}"),
+        "label_smoothing": args.label_smoothing,
         **metrics,
         "epochs": args.epochs,
         "command": command(argv, "python -m mdlprune.experiments.pretrain"),
