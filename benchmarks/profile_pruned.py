@@ -23,7 +23,7 @@ from pruned_inference import shared_masks
 
 import mdlprune
 from mdlprune.data.shipped import load_backbone
-from mdlprune.method.prune import PrunedConv2d
+from mdlprune.method.pruned import PrunedConv2d
 from mdlprune.training.checkpoint import load_checkpoint
 from mdlprune.experiments.timing import measure
 

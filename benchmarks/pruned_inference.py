@@ -20,7 +20,7 @@ from common import markdown, save
 
 import mdlprune
 from mdlprune.method.backbones import resnet26
-from mdlprune.method.prune import PrunedConv2d
+from mdlprune.method.pruned import PrunedConv2d
 from mdlprune.training.checkpoint import load_checkpoint
 from mdlprune.experiments.timing import measure
 

@@ -20,10 +20,12 @@ The names below are the public API; ``docs/METHOD.md`` explains the method secti
 
 from .method.domain import DomainBatchNorm2d, DomainHeads, DomainModule
 from .method.losses import BudgetLoss, IntersectionLoss, JaccardLoss, SharingLoss, UnionLoss
-from .method.metrics import count_macs, param_bits, relative_macs, relative_param_bits, s_o, s_p, s_score
+from .method.macs import count_macs, executed_macs, needed_macs, relative_macs
+from .method.metrics import param_bits, relative_param_bits, s_o, s_p, s_score
 from .method.convert import to_multidomain
 from .method.multidomain import MultiDomainNet, randomize_switches
-from .method.prune import PrunedConv2d, prune
+from .method.prune import prune
+from .method.pruned import PrunedConv2d
 from .method.specialize import specialize
 from .method.switch import SwitchConv2d, binarize
 from .training.checkpoint import load_model, save_model
@@ -48,6 +50,8 @@ __all__ = [
     "prune",
     "specialize",
     "count_macs",
+    "needed_macs",
+    "executed_macs",
     "relative_macs",
     "param_bits",
     "relative_param_bits",

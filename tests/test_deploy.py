@@ -129,6 +129,23 @@ def test_onnx_export_equals_pytorch_for_both_kinds(tmp_path):
     assert pruned.training
 
 
+@needs_onnx
+def test_onnx_export_of_a_mobile_net_with_depthwise_switches(tmp_path):
+    """Grouped kernels, groups left at their bias (a scatter) and per-domain group masks export and run in ONNX
+    Runtime, for the specialised and the multi-domain model."""
+    from mdlprune.experiments.export import export_onnx, onnx_runtime_outputs
+
+    torch.manual_seed(0)
+    model = _trained_like(torchvision.models.mobilenet_v2(weights=None, width_mult=0.5))
+    pruned = prune(model)
+    assert any(getattr(m, "groups", 1) > 1 and m.domain_masks is not None for m in pruned.modules())
+    x = torch.randn(3, 3, 32, 32)
+    for specialized in (True, False):
+        report = export_onnx(pruned, tmp_path / f"mobile-{specialized}.onnx", "glyphs", specialized=specialized)
+        assert report.max_abs_diff <= 1e-5 * report.output_scale
+        _assert_same(torch.from_numpy(onnx_runtime_outputs(report.path, x)), model(x, 1))
+
+
 class _Named(nn.Module):
     """A backbone whose forward argument is not called x (the exporter must not rely on the name)."""
 
@@ -176,8 +193,8 @@ def test_pruned_model_keeps_its_masked_kernels_per_domain(tmp_path):
     assert masked, "random masks differ by domain: some layers keep per-domain masks"
     with torch.no_grad():
         first = pruned(x, 1)
-        kernel = masked[0]._masked_weight(1)
-        assert torch.equal(pruned(x, 1), first) and masked[0]._masked_weight(1) is kernel  # reused, not recomputed
+        kernel = masked[0]._domain_kernel(1)
+        assert torch.equal(pruned(x, 1), first) and masked[0]._domain_kernel(1) is kernel  # reused, not recomputed
         masked[0].domain_masks[1].logical_not_()  # an edit of the masks invalidates the kernel
         assert not torch.equal(pruned(x, 1), first)
         masked[0].domain_masks = masked[0].domain_masks.clone()  # so does a new mask tensor (domain 1 restored)
@@ -188,6 +205,6 @@ def test_pruned_model_keeps_its_masked_kernels_per_domain(tmp_path):
     pruned.heads.requires_grad_(True)
     pruned(x, 1).sum().backward()
     assert pruned.heads.heads[1].weight.grad is not None
-    assert "_masked_cache" not in masked[0].__getstate__()  # neither copied nor saved
+    assert "_domain_cache" not in masked[0].__getstate__()  # neither copied nor saved
     save_model(pruned, tmp_path / "p.pt")
-    assert not any(hasattr(m, "_masked_cache") for m in load_model(tmp_path / "p.pt").modules())
+    assert not any(hasattr(m, "_domain_cache") for m in load_model(tmp_path / "p.pt").modules())

@@ -8,7 +8,8 @@ from test_prune import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from mdlprune import count_macs, param_bits, prune, randomize_switches, relative_param_bits, s_score, to_multidomain
-from mdlprune.method.metrics import DECATHLON_BASELINE, relative_macs, s_o, s_p, s_score_terms, switch_costs
+from mdlprune.method.macs import relative_macs, switch_costs
+from mdlprune.method.metrics import DECATHLON_BASELINE, s_o, s_p, s_score_terms
 
 # Hand counts for tiny_model() on one 8×8 image (THOP's conventions: a conv output element costs
 # C_in·k² MACs, a BatchNorm element 4 ops (2, doubled when affine), the 8×8 adaptive average pool
@@ -35,19 +36,20 @@ def test_pruned_model_hand_count():
     # conv1 keeps inputs {0, 2} and 3 filters (conv2 never reads channel 0); bn1 keeps 3 channels;
     # conv2 keeps inputs {1, 2, 3}, with per-domain masks (domain 0 uses 2 of them).
     bn1 = 4 * 3 * 64
-    dense = 3 * 64 * 2 * 9 + bn1 + 6 * 64 * 3 * 9 + BN2 + POOL + 6 * 5
     mask_aware_d0 = 3 * 64 * 2 * 9 + bn1 + 6 * 64 * 2 * 9 + BN2 + POOL + 6 * 5
-    assert count_macs(pruned, (3, 8, 8), 0, mask_aware=False) == dense
-    assert count_macs(pruned, (3, 8, 8), 0) == mask_aware_d0
+    # an eval pass convolves conv2 over domain 0's two channels alone: executed = needed for an ungrouped layer
+    assert count_macs(pruned, (3, 8, 8), 0, mask_aware=False) == count_macs(pruned, (3, 8, 8), 0) == mask_aware_d0
     total, per_layer = count_macs(pruned, (3, 8, 8), 0, mask_aware=False, by_layer=True)
-    assert per_layer == {"conv1": 3 * 64 * 2 * 9, "conv2": 6 * 64 * 3 * 9}
+    assert per_layer == {"conv1": 3 * 64 * 2 * 9, "conv2": 6 * 64 * 2 * 9, "fc.heads.0": 6 * 5}
+    _, per_layer = count_macs(pruned, (3, 8, 8), 1, mask_aware=False, by_layer=True)
+    assert per_layer["conv1"] == 3 * 64 * 1 * 9  # domain 1 reads one input channel of conv1
 
 
-def flop_counter_conv_macs(model, x, *args):
+def flop_counter_macs(model, x, *args):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, *args)
     counts = counter.get_flop_counts()["Global"]
-    return sum(v for op, v in counts.items() if "convolution" in str(op)) // 2  # it counts 2 FLOPs per MAC
+    return sum(v for op, v in counts.items() if "convolution" in str(op) or "mm" in str(op)) // 2  # 2 FLOPs per MAC
 
 
 def test_conv_macs_agree_with_torch_flop_counter():
@@ -56,10 +58,10 @@ def test_conv_macs_agree_with_torch_flop_counter():
     x = torch.zeros(1, 3, 64, 64)
     for m in (model, pruned):  # the dense kernels, as FlopCounterMode sees them
         _, per_layer = count_macs(m, (3, 64, 64), 1, mask_aware=False, by_layer=True)
-        assert sum(per_layer.values()) == flop_counter_conv_macs(m, x, 1)
+        assert sum(per_layer.values()) == flop_counter_macs(m, x, 1)
     backbone = torchvision.models.resnet18()
     _, per_layer = count_macs(backbone, (3, 64, 64), by_layer=True)
-    assert sum(per_layer.values()) == flop_counter_conv_macs(backbone, x)
+    assert sum(per_layer.values()) == flop_counter_macs(backbone, x)
 
 
 def test_count_macs_does_not_mutate_the_model():

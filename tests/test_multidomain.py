@@ -143,21 +143,32 @@ def test_backbone_without_head():
         to_multidomain(TinyNet(), [2], head="bn1")
 
 
-def test_every_grouped_conv_is_named_in_the_error():
+def test_grouped_convs_get_switches_and_exclude_still_keeps_them_shared():
     mobilenet = torchvision.models.mobilenet_v2(weights=None)
     grouped = [n for n, m in mobilenet.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    with pytest.raises(ValueError, match=r"grouped/depthwise.*exclude=\[\.\.\.\] \(all 17 of them\)") as e:
-        to_multidomain(mobilenet, [2])
-    assert len(grouped) == 17 and all(repr(n) in str(e.value) for n in grouped)
-    model = to_multidomain(mobilenet, [2, 3], exclude=grouped)  # the head is found: classifier.1
-    assert model.head_name == "classifier.1"
+    model = to_multidomain(mobilenet, [2, 3])  # the head is found: classifier.1
+    assert model.head_name == "classifier.1" and len(grouped) == 17
+    assert all(isinstance(model.backbone.get_submodule(n), SwitchConv2d) for n in grouped)
+    shared = to_multidomain(mobilenet, [2, 3], exclude=grouped)
+    assert all(type(shared.backbone.get_submodule(n)) is nn.Conv2d for n in grouped)
     x = torch.randn(2, 3, 32, 32)
-    randomize_switches(model, 0.6, seed=1)
-    pruned = prune(model.eval())
-    with torch.no_grad():
-        for d in range(2):
-            ref = model(x, d)
-            torch.testing.assert_close(pruned(x, d), ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+    for m in (model, shared):
+        randomize_switches(m, 0.6, seed=1)
+        pruned = prune(m.eval())
+        with torch.no_grad():
+            for d in range(2):
+                ref = m(x, d)
+                torch.testing.assert_close(pruned(x, d), ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_a_convolutional_classifier_is_found_and_made_per_domain():
+    squeezenet = torchvision.models.squeezenet1_1(weights=None)
+    model = to_multidomain(squeezenet, {"a": 3, "b": 7})
+    assert model.head_name == "classifier.1" and model.heads.num_classes == [3, 7]
+    assert all(isinstance(h, nn.Conv2d) and h.kernel_size == (1, 1) for h in model.heads.heads)
+    assert model(torch.randn(2, 3, 48, 48), "b").shape == (2, 7)
+    with pytest.raises(ValueError, match=r"'features.0' of SqueezeNet is a Conv2d, not an nn.Linear or a 1x1"):
+        to_multidomain(squeezenet, [2], head="features.0")
 
 
 # -- what conversion cannot do exactly, it refuses (or leaves alone under exclude) ---------------------------------

@@ -196,6 +196,22 @@ def test_save_and_load_with_weights_only(tmp_path):
         torch.load(path, weights_only=True)
 
 
+def test_files_that_name_a_moved_layer_and_specialised_models_load(tmp_path, monkeypatch):
+    _, model, size = build("resnet26", "random")
+    pruned = prune(model)
+    monkeypatch.setattr(PrunedConv2d, "__module__", "mdlprune.method.prune")  # where it lived before
+    path = save_model(pruned, tmp_path / "old.pt")
+    monkeypatch.undo()
+    assert "mdlprune.method.prune.PrunedConv2d" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert_equivalent(pruned, load_model(path).eval(), size, range(3))
+    mobile = randomize_switches(to_multidomain(torchvision.models.mobilenet_v2(weights=None, width_mult=0.5), [2, 3]), 0.5)
+    plain = mdlprune.specialize(prune(mobile.eval()), 1)
+    assert "ChannelSelect" in {type(m).__name__ for m in plain.modules()}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(save_model(plain, tmp_path / "plain.pt"))(x), plain(x), rtol=0, atol=0)
+
+
 class Mine(nn.Module):
     """A module from outside the allowlisted packages."""
 

@@ -69,9 +69,20 @@ def test_binarize_values_and_gradient():
     assert s.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_grouped_convs_are_rejected_with_a_clear_error():
-    with pytest.raises(ValueError, match="grouped or depthwise.*exclude"):
-        SwitchConv2d(nn.Conv2d(4, 4, 3, groups=4), 2)
+@pytest.mark.parametrize("groups, out_channels", [(2, 6), (6, 6), (6, 12)])  # grouped, depthwise, depthwise ×2
+def test_a_grouped_switch_removes_its_input_channel(groups, out_channels):
+    """Eq. 3 unchanged for grouped and depthwise convolutions: switching channel c off in a domain computes the
+    convolution of the input with channel c zeroed, and its gradient flows straight through."""
+    conv = nn.Conv2d(6, out_channels, 3, padding=1, groups=groups)
+    sc = SwitchConv2d(conv, 2)
+    with torch.no_grad():
+        sc.switches.copy_(torch.tensor([[1, -1, 1, 1, -1, 1], [-1, 1, 1, -1, 1, 1.0]]))
+    x = torch.randn(2, 6, 5, 5)
+    for d in range(2):
+        on = (sc.switches[d] > 0).float().view(1, -1, 1, 1)
+        torch.testing.assert_close(sc(x, d), conv(x * on))
+    sc(x, 0).square().sum().backward()
+    assert sc.switches.grad[0].ne(0).all() and sc.switches.grad[1].eq(0).all()
 
 
 def test_non_zero_padding_modes_are_supported():

@@ -24,7 +24,8 @@ import torch
 from ..data.mini import mini_decathlon
 from ..data.shipped import load_backbone, load_baseline
 from ..method.backbones import resnet26
-from ..method.metrics import count_macs, param_bits
+from ..method.macs import count_macs, executed_macs, needed_macs
+from ..method.metrics import param_bits
 from ..method.convert import to_multidomain
 from ..method.multidomain import MultiDomainNet, randomize_switches
 from ..method.prune import compare_outputs, prune
@@ -58,11 +59,12 @@ def _smoke(args: argparse.Namespace) -> int:
     size = (3, args.image_size, args.image_size)
     x = torch.randn(8, *size)
     base_macs, base_bits = count_macs(backbone, size), param_bits(backbone)
-    table = Table(["domain", "MACs (switches)", "MACs (pruned)", "relative MACs", "max abs diff"], digits=3)
-    for d in range(model.num_domains):
+    table = Table(["domain", "needed MACs", "executed MACs", "relative needed", "relative executed", "max abs diff"],
+                  digits=3)  # fmt: skip
+    for d in range(model.num_domains):  # (of the pruned model; the switch model executes the whole backbone)
         diff = compare_outputs(model, pruned, x, domains=[d]).max_abs_diff
-        macs = count_macs(pruned, size, d)
-        table.add(model.domain_names[d], count_macs(model, size, d), macs, macs / base_macs, f"{diff:.1e}")
+        needed, executed = needed_macs(pruned, size, d), executed_macs(pruned, size, d)
+        table.add(model.domain_names[d], needed, executed, needed / base_macs, executed / base_macs, f"{diff:.1e}")
     sizes = Table(["model", "parameter memory", "relative Params"], digits=3)
     sizes.add("backbone (1 domain)", format_bits(base_bits), 1.0)
     sizes.add(f"switch model ({model.num_domains} domains)", format_bits(param_bits(model)), param_bits(model) / base_bits)
@@ -193,9 +195,9 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"mdlprune prune: error: the pruned model differs from the trained one: {same}", file=sys.stderr)
         return 1
     out = save_model(pruned, args.out)
-    t = Table(["model", "parameter memory", "MACs (domain 0)"], digits=3)
-    t.add("trained", format_bits(param_bits(model)), count_macs(model, size, 0))
-    t.add("pruned", format_bits(param_bits(pruned)), count_macs(pruned, size, 0))
+    t = Table(["model", "parameter memory", "needed MACs (domain 0)", "executed MACs (domain 0)"], digits=3)
+    for name, m in (("trained", model), ("pruned", pruned)):
+        t.add(name, format_bits(param_bits(m)), needed_macs(m, size, 0), executed_macs(m, size, 0))
     print(t)
     print(f"\nmax |Δ output| {same.max_abs_diff:.1e} on random inputs; saved {out}")
     return 0

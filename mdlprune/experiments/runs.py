@@ -22,7 +22,8 @@ import yaml
 
 from ..data.base import Benchmark
 from ..data.shipped import load_trained, run_name, shipped_runs
-from ..method.metrics import count_macs, param_bits, relative_macs
+from ..method.macs import count_macs, executed_macs, relative_macs
+from ..method.metrics import param_bits
 from ..method.convert import to_multidomain
 from ..method.multidomain import MultiDomainNet
 from ..method.prune import compare_outputs, prune
@@ -171,7 +172,7 @@ def evaluate_method(
         accs = {name: acc(pruned, d, d) for d, name in enumerate(bench.names)}
         rel_macs = relative_macs(pruned, backbone, size)
         rel_params = param_bits(pruned) / param_bits(backbone)
-        notes["pruned_macs_dense"] = count_macs(pruned, size, 0, mask_aware=False) / count_macs(backbone, size)
+        notes["pruned_macs_dense"] = executed_macs(pruned, size, 0) / count_macs(backbone, size)  # (executed, domain 0)
         final_model = pruned
     elif spec.per_domain_models:  # one whole backbone per domain
         accs = {name: acc(m.to(device).eval(), d, 0) for d, (name, m) in enumerate(zip(bench.names, trained.models))}

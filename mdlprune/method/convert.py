@@ -4,11 +4,11 @@
 converts what it understands exactly and refuses, naming the layers, what it cannot convert exactly — never a
 model that computes something else, or that pruning would later change:
 
-* ``nn.Conv2d`` (the exact type, ``groups=1``) gets switches; ``nn.BatchNorm2d`` (exact type) becomes per domain.
+* ``nn.Conv2d`` (the exact type; grouped and depthwise ones too) gets switches; ``nn.BatchNorm2d`` (exact type)
+  becomes per domain.
 * A subclass of either (its own ``forward``: a weight-standardised conv, a custom norm) is refused: wrapping it
   would drop its ``forward``. ``exclude=[name]`` keeps such a layer frozen and shared: pruning never rebuilds
   it, and training leaves its statistics alone.
-* Grouped and depthwise convolutions are refused (all of them named at once); ``exclude`` keeps them shared.
 * A layer registered under two names (a shared module) is refused: one name would get switches, the other not.
 * A conv whose weight the model reads outside the conv's own ``forward`` (``F.conv2d(x, self.conv.weight)``,
   found in the ``torch.fx`` trace) is refused: the switches would never reach that read.
@@ -22,8 +22,10 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .dependencies import trace
 from .domain import DomainBatchNorm2d, DomainHeads
@@ -53,7 +55,8 @@ def to_multidomain(
         backbone: a torchvision-style CNN (e.g. ``torchvision.models.resnet18()``, or
             :func:`mdlprune.method.backbones.resnet26`).
         num_classes: classes per domain, a sequence (one entry per domain) or a ``{name: classes}`` dict.
-        head: path of the classifier to replace (e.g. ``"classifier.1"``); ``None`` finds it (:func:`find_head`).
+        head: path of the classifier to replace (e.g. ``"classifier.1"``: an ``nn.Linear``, or a 1×1 ``nn.Conv2d``
+            followed by pooling); ``None`` finds it (:func:`find_head`).
         domain_names: names of the domains (default ``"domain0"``, ...), usable as ``model(x, name)``.
         exclude: qualified names of convolutions and BatchNorms (subclasses included) to keep frozen and
             shared; pruning never rebuilds them, and training leaves their statistics alone.
@@ -70,10 +73,10 @@ def to_multidomain(
             raise ValueError(f"exclude names {name!r}, which is not a convolution, BatchNorm or linear layer of the "
                              "backbone")  # fmt: skip
     exclude |= {n for n, m in every_name.items() if any(m is every_name[e] for e in exclude)}
-    convs = [(n, m) for n, m in modules.items() if type(m) is nn.Conv2d and n not in exclude]
+    convs = [(n, m) for n, m in modules.items() if type(m) is nn.Conv2d and n not in exclude and n != head]
     if not convs:
         raise ValueError(f"{type(backbone).__name__} has no nn.Conv2d to put switches on")
-    in_channels = _check_layers(net, modules, exclude)
+    in_channels = _check_layers(net, modules, exclude | {head})
 
     for p in net.parameters():
         p.requires_grad_(False)
@@ -83,7 +86,9 @@ def to_multidomain(
         if type(m) is nn.BatchNorm2d and name not in exclude:
             net.set_submodule(name, DomainBatchNorm2d.from_batchnorm(m, len(num_classes)))
     old_head = modules[head]
-    heads = DomainHeads(old_head.in_features, list(num_classes), bias=old_head.bias is not None)
+    conv_head = isinstance(old_head, nn.Conv2d)
+    width = old_head.in_channels if conv_head else old_head.in_features
+    heads = DomainHeads(width, list(num_classes), bias=old_head.bias is not None, conv=conv_head)
     net.set_submodule(head, heads.to(old_head.weight.device))
     model = MultiDomainNet(net, domain_names, in_channels, head)
     model.excluded = sorted(exclude)  # (what a rebuild from the backbone must exclude again)
@@ -91,22 +96,56 @@ def to_multidomain(
 
 
 def find_head(backbone: nn.Module, head: str | None = None) -> str:
-    """The path of the classifier: ``head`` if given (checked), else the last ``nn.Linear`` registered."""
+    """The path of the classifier: ``head`` if given (checked), else the last ``nn.Linear`` registered, else (a
+    model without one, like SqueezeNet) the 1×1 ``nn.Conv2d`` whose output reaches the model's output through
+    activations, dropout, pooling and flattening only (found in the ``torch.fx`` trace)."""
     if head is None:
         linears = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError(f"{type(backbone).__name__} has no nn.Linear to use as the classifier head; a "
-                             "convolutional classifier is not supported: replace it by pooling and an nn.Linear")  # fmt: skip
-        return linears[-1]
+        head = linears[-1] if linears else _conv_head(backbone)
+        if head is None:
+            raise ValueError(f"{type(backbone).__name__} has no classifier head mdlprune can find: neither an "
+                             "nn.Linear nor a 1x1 nn.Conv2d followed by pooling at the output; pass "
+                             "head='<path of the classifier>'")  # fmt: skip
+        return head
     try:
         module = backbone.get_submodule(head)
     except AttributeError:
         raise ValueError(f"{type(backbone).__name__} has no attribute {head!r} to use as the classifier head: pass "
                          "head='<path of its final nn.Linear>' (e.g. 'classifier.1'), or head=None to find it") from None
-    if not isinstance(module, nn.Linear):
+    if not (isinstance(module, nn.Linear) or _is_conv_classifier(module)):
         raise ValueError(f"the head {head!r} of {type(backbone).__name__} is a {type(module).__name__}, not an "
-                         "nn.Linear: pass head='<path of its final nn.Linear>', or head=None to find it")  # fmt: skip
+                         "nn.Linear or a 1x1 nn.Conv2d: pass head='<path of its final classifier>', or head=None "
+                         "to find it")  # fmt: skip
     return head
+
+
+def _is_conv_classifier(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.groups == 1 and m.stride == (1, 1)
+            and m.padding in ((0, 0), "valid"))  # fmt: skip
+
+
+# What may sit between a convolutional classifier and the output: per-channel and pooling layers, flattening.
+_AFTER_HEAD_MODULES = (nn.ReLU, nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+_AFTER_HEAD_FUNCTIONS = {torch.flatten, torch.relu, F.relu, F.dropout, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+_AFTER_HEAD_METHODS = {"flatten", "view", "reshape", "squeeze", "mean", "relu"}
+
+
+def _conv_head(backbone: nn.Module) -> str | None:
+    graph = trace(copy.deepcopy(backbone))
+    if graph is None:
+        return None
+    modules = dict(backbone.named_modules())
+    output = next(n for n in graph.nodes if n.op == "output")
+    node = output.args[0]
+    while isinstance(node, fx.Node) and node.args:
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if _is_conv_classifier(m):
+            return node.target
+        if not (type(m) in _AFTER_HEAD_MODULES or node.op == "call_function" and node.target in _AFTER_HEAD_FUNCTIONS
+                or node.op == "call_method" and node.target in _AFTER_HEAD_METHODS):  # fmt: skip
+            return None
+        node = node.args[0]
+    return None
 
 
 def _domains(num_classes, domain_names) -> tuple[list[str], list[int]]:
@@ -147,10 +186,6 @@ def _check_layers(net: nn.Module, modules: dict[str, nn.Module], exclude: set[st
         raise ValueError(f"subclasses of nn.Conv2d / nn.BatchNorm2d with a forward of their own: {subclasses}; "
                          "switches and per-domain BatchNorms would replace that forward. Keep them frozen and "
                          "shared with exclude=[...]")  # fmt: skip
-    grouped = [n for n, m in modules.items() if type(m) is nn.Conv2d and m.groups != 1 and n not in exclude]
-    if grouped:
-        raise ValueError(f"grouped/depthwise convolutions, which switches do not support: {grouped}; keep them "
-                         f"frozen and shared with exclude=[...] (all {len(grouped)} of them)")  # fmt: skip
     convs = [n for n, m in modules.items() if type(m) is nn.Conv2d and n not in exclude]
     every_conv = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
     graph = trace(copy.deepcopy(net))  # (a forward that stores on self would keep fx proxies)

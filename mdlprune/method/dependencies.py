@@ -123,7 +123,8 @@ def channel_groups(backbone: nn.Module, consumer_types: tuple[type, ...]) -> lis
     groups = []
     for node in graph.nodes:
         producer = module_of(node)
-        # plain convolutions only: a subclass (its own forward) or a grouped conv cannot be sliced exactly
+        # switch convs (grouped ones keep whole groups: prune) and plain ones left shared by ``exclude``, if
+        # ungrouped; a subclass has a forward of its own and cannot be sliced exactly
         if not (type(producer) is nn.Conv2d or isinstance(producer, consumer_types)):
             continue
         if type(producer) is nn.Conv2d and producer.groups != 1:

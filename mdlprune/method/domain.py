@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = ["DomainModule", "DomainBatchNorm2d", "DomainHeads", "rebuild_batchnorm"]
 
@@ -62,29 +63,42 @@ class DomainBatchNorm2d(DomainModule):
         return len(self.bns)
 
     def forward(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
-        return self.bns[self.active_domain if domain is None else domain](x)
+        bn = self.bns[self.active_domain if domain is None else domain]
+        if (bn.training or not bn.track_running_stats or type(bn) is not nn.BatchNorm2d or bn._forward_hooks
+                or bn._forward_pre_hooks):  # fmt: skip  (hooks, e.g. THOP's counters, need the module call)
+            return bn(x)
+        # eval: the domain's BatchNorm applied directly, without a second module call (what nn.BatchNorm2d does then)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, num_domains={self.num_domains}"
 
 
 class DomainHeads(DomainModule):
-    """One linear classifier per domain: ``heads[d]`` maps features to ``num_classes[d]`` logits."""
+    """One classifier per domain: ``heads[d]`` maps features to ``num_classes[d]`` logits.
 
-    def __init__(self, in_features: int, num_classes: list[int], bias: bool = True):
+    The heads are ``nn.Linear`` layers, or, with ``conv=True``, 1×1 ``nn.Conv2d`` layers for a backbone whose
+    classifier is a convolution followed by pooling (SqueezeNet).
+    """
+
+    def __init__(self, in_features: int, num_classes: list[int], bias: bool = True, conv: bool = False):
         super().__init__()
         self.in_features = in_features
-        self.heads = nn.ModuleList(nn.Linear(in_features, n, bias=bias) for n in num_classes)
+        if conv:
+            self.heads = nn.ModuleList(nn.Conv2d(in_features, n, 1, bias=bias) for n in num_classes)
+        else:
+            self.heads = nn.ModuleList(nn.Linear(in_features, n, bias=bias) for n in num_classes)
 
     @property
     def num_classes(self) -> list[int]:
-        return [h.out_features for h in self.heads]
+        return [h.out_features if isinstance(h, nn.Linear) else h.out_channels for h in self.heads]
 
     def forward(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
         return self.heads[self.active_domain if domain is None else domain](x)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.num_classes}"
+        kind = ", 1x1 convolutions" if isinstance(self.heads[0], nn.Conv2d) else ""
+        return f"in_features={self.in_features}, num_classes={self.num_classes}{kind}"
 
 
 def rebuild_batchnorm(bn: nn.BatchNorm2d, cls: type[nn.BatchNorm2d] = nn.BatchNorm2d,

@@ -57,7 +57,7 @@ def check_beta(beta: float) -> float:
 def theta_bar(masks: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """θ̄_d for every domain, shape ``(N,)``: the mean of domain d's binary switches (eq. 4).
 
-    With ``weights`` (shape ``(M,)``, e.g. from :func:`mdlprune.method.metrics.switch_costs`), each switch counts
+    With ``weights`` (shape ``(M,)``, e.g. from :func:`mdlprune.method.macs.switch_costs`), each switch counts
     by the cost of its kernel slice, so θ̄_d is the fraction of the MACs (or parameters) domain d uses.
     """
     if weights is None:

@@ -1,10 +1,5 @@
-"""Cost and quality metrics of METHOD §7: MACs (THOP), parameter memory, S-score, S_O and S_P.
+"""Parameter memory, S-score, S_O and S_P (METHOD §7); MACs are counted in :mod:`mdlprune.method.macs`.
 
-* MACs are counted with THOP, the papers' tool. THOP looks rules up by exact module type, so our layers
-  register theirs: a switch convolution counts only the input channels the domain uses (what BA² reports
-  as its FLOP), a pruned convolution what its dense kernel computes. A DomainBatchNorm2d or DomainHeads
-  needs no rule: THOP descends into their children, of which only the active domain's runs. We profile a
-  deep copy: THOP leaves buffers and hooks on the modules it measures.
 * Parameter memory (the papers' "Params"): the bits needed to store the model for *all* its domains,
   classifier heads excluded, floats at 32 bits, switches and masks at 1 bit.
 * The S-score of the Visual Decathlon (Rebuffi et al., 2017; eq. 6 of ICIAP'23), with S_O = S / relative
@@ -13,128 +8,25 @@
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
-import thop
-import torch
 import torch.nn as nn
 
 from .domain import DomainHeads
 from .multidomain import MultiDomainNet
-from .prune import PrunedConv2d
+from .pruned import PrunedConv2d
 from .switch import SwitchConv2d
 
 __all__ = [
-    "count_macs",
-    "relative_macs",
     "param_bits",
     "relative_param_bits",
-    "switch_costs",
     "s_score",
     "s_score_terms",
     "s_o",
     "s_p",
     "DECATHLON_BASELINE",
 ]
-
-
-# -- MACs ----------------------------------------------------------------------------------------------
-def _conv_macs(out: torch.Tensor, in_channels: int, kernel_size: tuple[int, int]) -> int:
-    """THOP's convolution rule: every output element reads ``in_channels × kh × kw`` weights."""
-    return out.numel() * in_channels * kernel_size[0] * kernel_size[1]
-
-
-def _thop_rules(mask_aware: bool) -> dict:
-    def switch_rule(m: SwitchConv2d, inputs, out):
-        cin = int(m.channel_mask(m.active_domain).sum()) if mask_aware else m.in_channels
-        m.total_ops += _conv_macs(out, cin, m.kernel_size)
-
-    def pruned_rule(m: PrunedConv2d, inputs, out):
-        cin = m.in_channels
-        if mask_aware and m.domain_masks is not None:
-            cin = int(m.domain_masks[m.active_domain].sum())
-        m.total_ops += _conv_macs(out, cin, m.kernel_size)
-
-    return {SwitchConv2d: switch_rule, PrunedConv2d: pruned_rule}
-
-
-def count_macs(
-    model: nn.Module,
-    input_size: Sequence[int],
-    domain: int | str = 0,
-    mask_aware: bool = True,
-    by_layer: bool = False,
-) -> int | tuple[int, dict[str, int]]:
-    """Multiply-accumulates of one forward pass, counted by THOP.
-
-    Args:
-        model: a :class:`MultiDomainNet` (switched or pruned) or a plain single-domain CNN.
-        input_size: ``(C, H, W)`` for one image, or ``(N, C, H, W)``.
-        domain: the domain to run (ignored for a plain CNN).
-        mask_aware: count only the input channels ``domain`` switches on (switch layers, and pruned layers
-            that kept per-domain masks). ``False`` counts what the dense kernels compute.
-        by_layer: also return ``{module name: MACs}`` for the convolutions.
-
-    The model is not modified: THOP runs on a deep copy, in eval mode, without gradients.
-    """
-    size = tuple(int(s) for s in input_size)
-    if len(size) == 3:
-        size = (1, *size)
-    if len(size) != 4:
-        raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), got {tuple(input_size)}")
-    probe = copy.deepcopy(model).eval()
-    device = next((t.device for t in probe.parameters()), torch.device("cpu"))
-    x = torch.zeros(size, device=device)
-    inputs = (x, domain) if isinstance(probe, MultiDomainNet) else (x,)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        total, _, tree = thop.profile(
-            probe, inputs=inputs, custom_ops=_thop_rules(mask_aware), verbose=False, ret_layer_info=True
-        )
-    total = int(round(total))
-    if not by_layer:
-        return total
-    convs = {}
-
-    def walk(prefix: str, mod: nn.Module, node: dict):
-        for child_name, (ops, _params, sub) in node.items():
-            name = f"{prefix}.{child_name}" if prefix else child_name
-            child = mod.get_submodule(child_name)
-            if isinstance(child, (nn.Conv2d, SwitchConv2d, PrunedConv2d)):
-                convs[name.removeprefix("backbone.")] = int(round(ops))
-            walk(name, child, sub)
-
-    walk("", probe, tree)
-    return total, convs
-
-
-def relative_macs(
-    model: MultiDomainNet, backbone: nn.Module, input_size: Sequence[int], domains: Sequence[int] | None = None
-) -> float:
-    """Mean over ``domains`` (default: all) of the model's mask-aware MACs, relative to the single-domain
-    ``backbone``'s (the papers' "FLOP" column)."""
-    base = count_macs(backbone, input_size)
-    domains = range(model.num_domains) if domains is None else domains
-    return sum(count_macs(model, input_size, d) for d in domains) / (len(domains) * base)
-
-
-def switch_costs(model: MultiDomainNet, kind: str = "params", input_size: Sequence[int] | None = None) -> torch.Tensor:
-    """Per-switch costs ``(M,)``, in the order of :meth:`MultiDomainNet.binary_masks`, for a cost-weighted
-    budget (METHOD §3): the parameters (``O·kh·kw``) or the MACs (``O·kh·kw·H_out·W_out``, which needs
-    ``input_size``) of the kernel slice each switch turns on or off."""
-    layers = model.switch_layers()
-    if kind == "params":
-        costs = [torch.full((m.in_channels,), float(m.out_channels * m.kernel_size[0] * m.kernel_size[1])) for _, m in layers]
-        return torch.cat(costs)
-    if kind != "macs":
-        raise ValueError(f"switch costs are 'params' or 'macs', got {kind!r}")
-    if input_size is None:
-        raise ValueError("MAC-weighted switch costs need the input_size (C, H, W) to know each layer's output size")
-    _, per_layer = count_macs(model, input_size, mask_aware=False, by_layer=True)
-    return torch.cat([torch.full((m.in_channels,), per_layer[n] / m.in_channels) for n, m in layers])
 
 
 # -- parameter memory ------------------------------------------------------------------------------------

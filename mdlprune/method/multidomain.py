@@ -89,8 +89,8 @@ class MultiDomainNet(nn.Module):
                     else ""
                 )
             )
-        for layer in self._domain_layers:
-            layer.active_domain = d
+        for layer in self._domain_layers:  # (through __dict__: nn.Module.__setattr__ costs more than the layers' work at batch 1)
+            layer.__dict__["active_domain"] = d
         return self.backbone(x)
 
     # -- switches ----------------------------------------------------------------------------------

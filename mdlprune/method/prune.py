@@ -8,7 +8,8 @@ per kept channel and domain.
 Beyond the paper, pruning is *dependency-aware* (:mod:`mdlprune.method.dependencies`): where a producer's output
 channel is read only by switch convolutions that all dropped it, the producer's filter and its
 BatchNorm channels go too. Channels of a residual stream are read by additions and shortcuts as well, so
-there only the consumer shrinks: it gathers the kept channels of its input (``in_index``).
+there only the consumer shrinks: it gathers the kept channels of its input (``in_index``). A grouped or
+depthwise convolution keeps whole groups, as many channels in each (zero kernels pad the groups that keep fewer).
 
 Invariant (tested): for every domain d in eval mode, ``prune(model)(x, d)`` equals ``model(x, d)`` up to
 float rounding.
@@ -25,103 +26,12 @@ import torch
 import torch.nn as nn
 
 from .dependencies import channel_groups
-from .domain import DomainBatchNorm2d, DomainModule, rebuild_batchnorm
+from .domain import DomainBatchNorm2d, rebuild_batchnorm
 from .multidomain import MultiDomainNet
-from .switch import SwitchConv2d, conv2d
+from .pruned import PrunedConv2d
+from .switch import SwitchConv2d
 
-__all__ = ["PrunedConv2d", "prune", "Equivalence", "compare_outputs"]
-
-
-class PrunedConv2d(DomainModule):
-    """A dense frozen convolution over the channels some domain uses.
-
-    ``weight`` has shape ``(out_kept, in_kept, kh, kw)``. ``in_index`` (or ``None``) lists which of the
-    ``incoming_channels`` channels of its input tensor it reads; ``domain_masks`` (or ``None`` where every
-    domain uses every kept channel) is a ``(num_domains, in_kept)`` BoolTensor: the switches that still differ
-    between domains.
-    """
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        conv: SwitchConv2d | nn.Conv2d,
-        in_index: torch.Tensor | None = None,
-        domain_masks: torch.Tensor | None = None,
-        incoming_channels: int | None = None,
-    ):
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
-        self.kernel_size, self.padding_mode = conv.kernel_size, conv.padding_mode
-        self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
-        self.source_channels = (conv.in_channels, conv.out_channels)
-        self.incoming_channels = weight.shape[1] if incoming_channels is None else incoming_channels
-        self.register_buffer("in_index", in_index)
-        self.register_buffer("domain_masks", domain_masks)
-
-    @property
-    def in_channels(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_channels(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
-        if self.in_channels == 0:
-            return self._bias_only(x)
-        if self.in_index is not None:
-            x = x.index_select(1, self.in_index)
-        w = self.weight
-        if self.domain_masks is not None:
-            w = self._masked_weight(self.active_domain if domain is None else domain)
-        return conv2d(self, x, w, self.bias)
-
-    def _masked_weight(self, d: int) -> torch.Tensor:
-        """``weight × domain_masks[d]``. Outside autograd, compilers and exporters, the product is kept per domain
-        until the kernel or the masks change (moved, cast, edited or replaced): an eval forward pass does not
-        multiply the masks into the kernel again."""
-        w, masks = self.weight, self.domain_masks
-        if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
-                or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
-            return w * masks[d].to(w.dtype).view(1, -1, 1, 1)
-        identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
-        cache = self.__dict__.get("_masked_cache")
-        if cache is None or cache[0] != identity:  # a new kernel or new masks: drop every domain's product
-            cache = self.__dict__["_masked_cache"] = (identity, {})
-        kernel = cache[1].get(d)
-        if kernel is None or (kernel.is_inference() and not torch.is_inference_mode_enabled()):
-            kernel = cache[1][d] = w * masks[d].to(w.dtype).view(1, -1, 1, 1)
-        return kernel
-
-    def __getstate__(self) -> dict:  # the cache is not part of the model: neither saved nor copied
-        state = dict(super().__getstate__())
-        state.pop("_masked_cache", None)
-        return state
-
-    def _bias_only(self, x: torch.Tensor) -> torch.Tensor:
-        """A convolution that reads no channel outputs its bias (or zeros) at every position."""
-        size = list(x.shape[2:])
-        if self.padding != "same":  # (whatever the padding mode, it pads by the same amounts)
-            padding = (0, 0) if self.padding == "valid" else self.padding
-            size = [
-                (n + 2 * p - d * (k - 1) - 1) // s + 1
-                for n, p, d, k, s in zip(size, padding, self.dilation, self.kernel_size, self.stride)
-            ]
-        out = x.new_zeros(x.shape[0], self.out_channels, *size, dtype=self.weight.dtype)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
-
-    def extra_repr(self) -> str:
-        cin, cout = self.source_channels
-        s = f"in {self.in_channels}/{cin}, out {self.out_channels}/{cout}, kernel_size={self.kernel_size}"
-        s += f", stride={self.stride}"
-        if self.in_index is not None:
-            s += ", gathers its input"
-        if self.domain_masks is not None:
-            s += f", per-domain masks {tuple(self.domain_masks.shape)}"
-        return s
+__all__ = ["prune", "Equivalence", "compare_outputs"]
 
 
 @torch.no_grad()
@@ -145,34 +55,30 @@ def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNe
     source: dict[str, str] = {}  # consumer -> the producer whose output it reads
     norm_keep: dict[str, torch.Tensor] = {}
     if dependency_aware:
-        for group in channel_groups(backbone, (SwitchConv2d,)):
+        # Last producers first: a grouped consumer reads nothing of the groups whose outputs nobody reads, so what
+        # its own producer must compute is known once the consumer's outputs are settled.
+        for group in reversed(channel_groups(backbone, (SwitchConv2d,))):
             needed = torch.stack([keep_in[c] for c in group.consumers]).any(dim=0)
+            producer = backbone.get_submodule(group.producer)
+            g = producer.groups
+            if g > 1:  # a grouped producer computes whole groups or none
+                needed = needed.view(g, -1).any(dim=1).repeat_interleave(producer.out_channels // g)
             if needed.all():
                 continue
             if not needed.any():
-                # Every consumer ignores every channel. Keep one filter so that no zero-channel tensor
+                # Every consumer ignores every channel. Keep one filter (group) so that no zero-channel tensor
                 # reaches BatchNorm or conv kernels (which reject them); the consumers read none of it.
-                needed[0] = True
+                needed[: producer.out_channels // g if g > 1 else 1] = True
             keep_out[group.producer] = needed
             source.update((c, group.producer) for c in group.consumers)
             norm_keep.update((n, needed) for n in group.norms)
+            if g > 1:  # the inputs of the groups nobody reads are unread too
+                computed = needed.view(g, -1)[:, 0]
+                keep_in[group.producer] &= computed.repeat_interleave(producer.in_channels // g)
 
     for name, conv in switches.items():
-        kin = keep_in[name].nonzero().squeeze(1)
-        available = conv.in_channels
-        positions = kin
-        if name in source:
-            produced = keep_out[source[name]].nonzero().squeeze(1)
-            available = len(produced)
-            positions = torch.searchsorted(produced, kin)
-        in_index = None if torch.equal(positions, torch.arange(available, device=kin.device)) else positions
-        weight, bias = conv.weight[:, kin], conv.bias
-        if name in keep_out:
-            kout = keep_out[name].nonzero().squeeze(1)
-            weight, bias = weight[kout], None if bias is None else bias[kout]
-        masks = conv.channel_masks()[:, kin]
-        pruned = PrunedConv2d(weight, bias, conv, in_index, None if masks.all() else masks, available)
-        backbone.set_submodule(name, pruned)
+        produced = keep_out[source[name]].nonzero().squeeze(1) if name in source else None
+        backbone.set_submodule(name, _pruned_conv(conv, keep_in[name], keep_out.get(name), produced))
 
     for name, keep in keep_out.items():
         m = backbone.get_submodule(name)
@@ -182,6 +88,35 @@ def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNe
         backbone.set_submodule(name, _slice_norm(backbone.get_submodule(name), keep.nonzero().squeeze(1)))
     new.refresh()
     return new
+
+
+def _pruned_conv(conv: SwitchConv2d, keep_in: torch.Tensor, keep_out: torch.Tensor | None,
+                 produced: torch.Tensor | None) -> PrunedConv2d:  # fmt: skip
+    """``conv`` over the input channels ``keep_in`` (a mask), outputting the channels ``keep_out`` (a mask, or
+    ``None``: all), reading a tensor that holds the channels ``produced`` (indices, or ``None``: all)."""
+    g, masks = conv.groups, conv.channel_masks()
+    available = conv.in_channels if produced is None else len(produced)
+    emitted = torch.arange(conv.out_channels, device=masks.device) if keep_out is None else keep_out.nonzero().squeeze(1)
+    if g == 1:
+        slots = keep_in.nonzero().squeeze(1)
+        weight, slot_masks, groups = conv.weight[emitted][:, slots], masks[:, slots], 1
+        positions = slots if produced is None else torch.searchsorted(produced, slots)
+    else:  # per emitted group: the channels fed to it, padded to the largest group's count (module docstring)
+        per_out, per_in = conv.out_channels // g, conv.in_channels // g
+        kept_groups = (emitted[::per_out] // per_out).tolist()
+        fed = [keep_in[j * per_in : (j + 1) * per_in].nonzero().squeeze(1) + j * per_in for j in kept_groups]
+        k = max(len(c) for c in fed)
+        weight = conv.weight.new_zeros(len(kept_groups) * per_out, k, *conv.kernel_size)
+        slot_masks = masks.new_zeros(len(masks), len(kept_groups), k)
+        positions = torch.zeros(len(kept_groups), k, dtype=torch.long, device=masks.device)  # padding reads channel 0
+        for n, (j, channels) in enumerate(zip(kept_groups, fed)):
+            weight[n * per_out : (n + 1) * per_out, : len(channels)] = conv.weight[j * per_out : (j + 1) * per_out, channels - j * per_in]
+            slot_masks[:, n, : len(channels)] = masks[:, channels]
+            positions[n, : len(channels)] = channels if produced is None else torch.searchsorted(produced, channels)
+        positions, slot_masks, groups = positions.flatten(), slot_masks.flatten(1), len(kept_groups)
+    bias = None if conv.bias is None else conv.bias[emitted]
+    in_index = None if torch.equal(positions, torch.arange(available, device=positions.device)) else positions
+    return PrunedConv2d(weight, bias, conv, in_index, None if slot_masks.all() else slot_masks, available, groups)
 
 
 def _slice_conv(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:

@@ -8,6 +8,12 @@ switch per *input* channel, ``s_d ∈ R^C``. The forward pass uses the binary sw
 which is the convolution with the masked kernel ``K * b_d[None, :, None, None]``. The threshold is not
 differentiable, so the backward pass uses the straight-through estimator: ``∂L/∂s_d := ∂L/∂b_d``
 (METHOD §2). Train and test compute the same function because the switch is binary in both.
+
+Grouped and depthwise convolutions (``groups = g``) keep the same meaning: one switch per input channel. Channel
+``c`` belongs to group ``c // (C/g)`` and only that group's ``O/g`` filters read it, so switching it off zeroes
+the kernel slice ``K[group's filters, c mod C/g]`` (:func:`kernel_mask`). In a depthwise convolution (one input
+channel per group) a switched-off channel leaves its group's outputs at the bias: the layer stops computing that
+channel, which is what lets pruning remove it (METHOD §2, §6).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch.nn.functional as F
 
 from .domain import DomainModule
 
-__all__ = ["SwitchConv2d", "binarize", "conv2d"]
+__all__ = ["SwitchConv2d", "binarize", "conv2d", "kernel_mask"]
 
 
 class _BinarizeSTE(torch.autograd.Function):
@@ -43,21 +49,31 @@ def binarize(s: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
 
 
 def conv2d(conv, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.conv2d`` with ``weight`` and ``bias`` and the geometry of ``conv`` (stride, padding, dilation and
-    padding mode, as ``nn.Conv2d`` applies them): the one convolution call of the switch and pruned layers."""
+    """``F.conv2d`` with ``weight`` and ``bias`` and the geometry of ``conv`` (stride, padding, dilation, groups
+    and padding mode, as ``nn.Conv2d`` applies them): the one convolution call of the switch and pruned layers."""
     if conv.padding_mode != "zeros":
         x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def kernel_mask(b: torch.Tensor, groups: int, out_channels: int) -> torch.Tensor:
+    """The multiplier ``(O, C/g, 1, 1)`` of a kernel ``(O, C/g, kh, kw)`` for the input-channel switches ``b``
+    ``(C,)``: filter ``o`` (of group ``o // (O/g)``) reads its group's channels, so entry ``[o, i]`` is the switch
+    of input channel ``(o // (O/g)) · C/g + i``. With ``groups = 1``, ``b`` broadcast over the filters."""
+    if groups == 1:
+        return b.view(1, -1, 1, 1)
+    per_group = b.shape[0] // groups
+    b = b.view(groups, 1, per_group).expand(groups, out_channels // groups, per_group)
+    return b.reshape(out_channels, per_group, 1, 1)
 
 
 class SwitchConv2d(DomainModule):
     """A frozen ``nn.Conv2d`` with one binary switch per input channel and domain (BA² eq. 3).
 
     Args:
-        conv: the pretrained convolution to wrap; its kernel and bias are copied and frozen
-            (``requires_grad=False``). Grouped and depthwise convolutions are rejected: a switch per
-            input channel would have to remove whole groups to be prunable.
+        conv: the pretrained convolution to wrap (grouped and depthwise ones included); its kernel and bias
+            are copied and frozen (``requires_grad=False``).
         num_domains: number of domains N; ``switches`` has shape ``(N, in_channels)``.
         init: initial value of every switch (the papers' 1e-3: every channel starts on, close enough to
             the threshold that a few optimizer steps can turn it off).
@@ -67,17 +83,12 @@ class SwitchConv2d(DomainModule):
     """
 
     threshold: float = 0.0
+    groups: int = 1  # (the default of models saved before grouped convolutions had switches)
 
     def __init__(self, conv: nn.Conv2d, num_domains: int, init: float = 1e-3):
         super().__init__()
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"SwitchConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
-        if conv.groups != 1:
-            raise ValueError(
-                f"SwitchConv2d does not support grouped or depthwise convolutions (groups={conv.groups}): "
-                "a switch per input channel cannot be pruned without breaking the groups. Leave this layer "
-                "as a frozen shared conv with to_multidomain(..., exclude=[<its name>])."
-            )
         if num_domains < 1:
             raise ValueError(f"num_domains must be at least 1, got {num_domains}")
         self.in_channels = conv.in_channels
@@ -86,6 +97,7 @@ class SwitchConv2d(DomainModule):
         self.stride = conv.stride
         self.padding = conv.padding
         self.dilation = conv.dilation
+        self.groups = conv.groups
         self.padding_mode = conv.padding_mode
         self._reversed_padding_repeated_twice = conv._reversed_padding_repeated_twice
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
@@ -116,13 +128,15 @@ class SwitchConv2d(DomainModule):
     def forward(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
         d = self.active_domain if domain is None else domain
         b = binarize(self.switches[d], self.threshold)
-        return conv2d(self, x, self.weight * b.view(1, -1, 1, 1), self.bias)
+        return conv2d(self, x, self.weight * kernel_mask(b, self.groups, self.out_channels), self.bias)
 
     def extra_repr(self) -> str:
         s = (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, num_domains={self.num_domains}"
         )
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s

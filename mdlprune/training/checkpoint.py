@@ -33,21 +33,23 @@ import torch
 import torch.nn as nn
 import torchvision.models  # noqa: F401  (registers its model classes for the allowlist)
 
-from ..method import backbones, domain, multidomain, prune, switch
+from ..method import backbones, domain, multidomain, pruned, specialize, switch
 from . import distributed
 
 __all__ = ["atomic_save", "save_model", "load_model", "trusted_globals", "load_checkpoint", "CheckpointError",
            "RunMismatchError", "check_identity", "check_rounds", "fingerprint", "callable_identity"]
 
 TRUSTED_MODULE_PREFIXES = ("torch.nn.", "torchvision.models.")
+# Where a layer class lived in earlier versions: files saved then name it there.
+_MOVED = {"mdlprune.method.prune.PrunedConv2d": pruned.PrunedConv2d}
 
 
 @functools.lru_cache(maxsize=1)
 def _allowlist() -> dict[str, type]:
     """``{"module.Class": class}`` of every ``nn.Module`` class a saved model may name."""
     modules = [m for name, m in list(sys.modules.items()) if name.startswith(TRUSTED_MODULE_PREFIXES)]
-    modules += [backbones, domain, multidomain, prune, switch, distributed]
-    table = {}
+    modules += [backbones, domain, multidomain, pruned, specialize, switch, distributed]
+    table = dict(_MOVED)
     for module in modules:
         for obj in list(vars(module).values()):
             if isinstance(obj, type) and issubclass(obj, nn.Module):
@@ -133,8 +135,7 @@ def trusted_globals(path: str | os.PathLike) -> list[type]:
             f"mdlprune's layers): {refused}.{hint} If you trust the file, load it with "
             "torch.serialization.safe_globals(...)."
         )
-    classes = [table[name] for name in names]
-    return classes
+    return [table[name] for name in names]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
@@ -144,9 +145,9 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> nn.Module:
     """Load a model saved by :func:`save_model` with ``torch.load(weights_only=True)`` (see module doc)."""
-    classes = trusted_globals(path)
+    classes = [(cls, name) for cls, name in zip(trusted_globals(path), _unsafe_globals(Path(path)))]
     try:
-        with torch.serialization.safe_globals(classes):
+        with torch.serialization.safe_globals(classes):  # ((class, the name the file uses): moved classes too)
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"cannot load {path}: {e}") from e

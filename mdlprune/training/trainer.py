@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..method.domain import DomainBatchNorm2d
 from ..method.losses import BudgetLoss, intersection, make_sharing_loss, union
-from ..method.metrics import switch_costs
+from ..method.macs import switch_costs
 from ..method.multidomain import MultiDomainNet
 from .checkpoint import RESTART, CheckpointError, atomic_save, callable_identity, check_identity, check_rounds, load_checkpoint
 from .config import TrainConfig
