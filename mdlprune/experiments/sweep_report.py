@@ -129,7 +129,7 @@ def headline(meta: dict, rows: Sequence[dict]) -> str:
         f"On the mini-decathlon at β = 0.5 (`{meta['command']}`, {meta['machine']}, {minutes:.0f} min for the whole "
         f"sweep), every domain meets its budget (θ̄_d ≤ {ours['max_theta_bar']:.3f} with Ours), and one pruned Ours "
         f"model serves the five domains with **{ours['params']:.2f} × the parameters** of the single-domain backbone, "
-        f"each domain needing {ours['macs']:.2f} × its MACs on average (`needed_macs`; BA²: {ba2['params']:.2f} × and "
+        f"each domain needing {ours['macs']:.2f} × the backbone's MACs on average (`needed_macs`; BA²: {ba2['params']:.2f} × and "
         f"{ba2['macs']:.2f} ×), at S = {ours['s_score']:.0f} "
         f"and {ours['mean_accuracy']:.1f} % mean accuracy (BA² S = {ba2['s_score']:.0f}, {ba2['mean_accuracy']:.1f} %; "
         f"Feature S = {feat['s_score']:.0f}, {feat['mean_accuracy']:.1f} %; five fine-tuned backbones S = "
