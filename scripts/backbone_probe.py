@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--methods", default="finetune:,feature:,ba2:1.0,ours:0.5", help="METHOD:BETA,... (BETA empty "
                    "for the baselines)")
     p.add_argument("--rounds", type=int, help="round-robin rounds (default: the mini preset's; milestone at 3/4)")
+    p.add_argument("--cost-weighted", choices=["params", "macs"], help="weight θ̄'s switches by their cost (METHOD §3)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -58,11 +59,14 @@ def main(argv: list[str]) -> int:
     print(f"[{args.name}] backbone: {record['backbone']}", flush=True)
     methods = [(m, float(b) if b else None) for m, b in (x.split(":") for x in args.methods.split(","))]
     overrides = {} if args.rounds is None else {"rounds": args.rounds, "lr_milestones": [max(1, args.rounds * 3 // 4)]}
+    if args.cost_weighted:
+        overrides["cost_weighted"] = args.cost_weighted
     bench = mini_decathlon(size="default")
     results = run_methods(methods, backbone, bench, device=args.device, progress=False, preset="mini",
                           log=lambda s: print(f"[{args.name}] {s}", flush=True), **overrides)  # fmt: skip
     finetune = next((r.accuracies for r in results if r.method == "finetune"), None)
     record["rounds"] = args.rounds
+    record["cost_weighted"] = args.cost_weighted
     record["runs"] = [{"label": r.label, "accuracies": r.accuracies, "mean": round(sum(r.accuracies.values()) / len(r.accuracies), 2),
                        "s_score": None if finetune is None else round(s_score(r.accuracies, finetune)),
                        "macs": round(r.rel_macs, 3), "params": round(r.rel_params, 3)} for r in results]  # fmt: skip
