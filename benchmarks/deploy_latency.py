@@ -1,20 +1,26 @@
 """Latency of what a device would run, side by side: the backbone, the multi-domain pruned model, one domain's
-specialised model (eager and ONNX Runtime), and the limit of its channel counts without gathers.
+specialised model (eager and ONNX Runtime), the limit of its channel counts without gathers, and Torch-Pruning's
+structural pruning of the single-domain backbone to the same MACs (BatchNorm folded).
 
-Masks (``--masks``): ``learned`` (the shipped sweep's Ours β = 0.5 run on the mini backbone), ``differ`` (random,
-each domain its own half of every layer's channels: what BA² learns), ``shared`` (random, one half for all domains).
-Each model is timed in interleaved rounds against the backbone; a row gives the median ratio and its range.
+Backbones (``--arch``): ``mini`` (the shipped ResNet-26, 32 px), torchvision ``resnet50`` and ``mobilenet_v2``
+(``weights=None``, ``--size`` px). Masks (``--masks``): ``learned`` (the shipped sweep's Ours β = 0.5 run; mini
+only), ``differ`` (random, each domain its own half of every layer's channels: what BA² learns), ``shared``
+(random, one half for all domains). Each model is timed in interleaved rounds against the backbone; a row gives
+the median ratio and its range.
 
-    python benchmarks/deploy_latency.py --device cpu                      # batches 1 and 64, 2 threads
+    python benchmarks/deploy_latency.py                                    # mini, batches 1 and 64, 2 threads
+    python benchmarks/deploy_latency.py --arch resnet50 mobilenet_v2 --masks differ shared --size 64
 
 The "dense limit" is the specialised model with every channel gather replaced by a slice of the first channels
 (no copy): the same convolutions and channel counts, the cost of the representation removed. It computes another
-function; it only bounds what gathers cost.
+function; it only bounds what gathers cost. (A gather that reads more channels than it receives, the zero-kernel
+padding of a grouped convolution, stays.)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,7 +33,8 @@ import mdlprune
 from mdlprune.data.shipped import load_backbone, load_trained
 from mdlprune.experiments.export import export_onnx
 from mdlprune.experiments.timing import measure
-from mdlprune.method.specialize import ChannelSelect
+from mdlprune.method.convert import find_head
+from mdlprune.method.specialize import ChannelSelect, fold_batchnorms
 
 
 class _FirstChannels(nn.Module):
@@ -40,16 +47,25 @@ class _FirstChannels(nn.Module):
 
 
 def dense_limit(plain: nn.Module) -> nn.Module:
-    """``plain`` with every :class:`ChannelSelect` replaced by a slice of the first channels (no gather)."""
+    """``plain`` with every :class:`ChannelSelect` replaced by a slice of the first channels (no gather); one that reads
+    more channels than it receives (the zero-kernel padding of grouped convolutions) stays."""
     for name, m in list(plain.named_modules()):
-        if isinstance(m, ChannelSelect):
+        if isinstance(m, ChannelSelect) and len(m.index) <= m.incoming_channels:
             plain.set_submodule(name, _FirstChannels(len(m.index)))
     return plain
 
 
-def models(masks: str) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
-    backbone = load_backbone().eval()
+def models(arch: str, masks: str) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
+    if arch == "mini":
+        backbone = load_backbone().eval()
+    else:
+        import torchvision
+
+        torch.manual_seed(0)
+        backbone = getattr(torchvision.models, arch)(weights=None).eval()
     if masks == "learned":
+        if arch != "mini":
+            raise SystemExit("learned masks exist for the mini backbone only (the shipped sweep)")
         model, _ = load_trained("ours", 0.5)
     else:
         model = mdlprune.to_multidomain(backbone, [10, 40, 16, 25, 20])
@@ -66,9 +82,33 @@ def models(masks: str) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
     return backbone, model.eval()
 
 
+def torch_pruning(backbone: nn.Module, mac_ratio: float, size: tuple[int, ...]) -> tuple[nn.Module, float]:
+    """The backbone pruned by Torch-Pruning (L2 magnitude, uniform ratio, head kept) to at most ``mac_ratio`` of its
+    MACs (bisection on the ratio: the largest model below it), BatchNorm folded; returns the model and its MAC
+    ratio (channel counts are whole, so it lands a few percent below)."""
+    import torch_pruning as tp
+
+    base = mdlprune.count_macs(backbone, size)
+
+    def pruned(ratio: float) -> nn.Module:
+        m = copy.deepcopy(backbone).eval()
+        tp.pruner.MagnitudePruner(m, torch.randn(1, *size), importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, ignored_layers=[m.get_submodule(find_head(m))]).step()  # fmt: skip
+        return m
+
+    lo, hi = 0.0, 0.95
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mdlprune.count_macs(pruned(mid), size) / base > mac_ratio else (lo, mid)
+    m = pruned(hi)
+    return fold_batchnorms(m.eval()).requires_grad_(False), mdlprune.count_macs(m, size) / base
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", nargs="+", default=["mini"], choices=["mini", "resnet50", "mobilenet_v2"])
     p.add_argument("--masks", nargs="+", default=["learned", "differ", "shared"], choices=["learned", "differ", "shared"])
+    p.add_argument("--size", type=int, default=64, help="image size of the torchvision backbones (mini: 32)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--domain", type=int, default=0)
@@ -76,29 +116,32 @@ def main() -> None:
     p.add_argument("--min-run-time", type=float, default=0.5, help="seconds per model and round")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    size, d, rows = (3, 32, 32), args.domain, []
+    d, rows = args.domain, []
     tmp = Path(tempfile.mkdtemp())
-    for masks in args.masks:
-        backbone, model = models(masks)
+    for arch, masks in ((a, m) for a in args.arch for m in args.masks if a == "mini" or m != "learned"):
+        size = (3, 32, 32) if arch == "mini" else (3, args.size, args.size)
+        backbone, model = models(arch, masks)
         pruned = mdlprune.prune(model).eval()
         plain = mdlprune.specialize(pruned, d)
         limit = dense_limit(mdlprune.specialize(pruned, d))
-        onnx_path = export_onnx(pruned, tmp / f"{masks}.onnx", d).path
+        onnx_path = export_onnx(pruned, tmp / f"{arch}-{masks}.onnx", d, image_size=size[-1]).path
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0].name
         base_macs = mdlprune.count_macs(backbone, size)
-        macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.count_macs(pruned, size, d, mask_aware=False) / base_macs,
+        macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.executed_macs(pruned, size, d) / base_macs,
                 "specialised": mdlprune.count_macs(plain, size) / base_macs}  # fmt: skip
         macs.update({"specialised, ONNX Runtime": macs["specialised"], "dense limit": macs["specialised"]})
+        tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
         for batch in args.batches:
             x = torch.randn(batch, *size)
             xn = x.numpy()
             runs = {"backbone": lambda: backbone(x), "pruned (all domains)": lambda: pruned(x, d),
-                    "specialised": lambda: plain(x), "specialised, ONNX Runtime": lambda: session.run(None, {"images": xn}),
-                    "dense limit": lambda: limit(x)}  # fmt: skip
+                    "specialised": lambda: plain(x), "specialised, ONNX Runtime": lambda: session.run(None, {feed: xn}),
+                    "dense limit": lambda: limit(x), "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
             times: dict[str, list[float]] = {k: [] for k in runs}
             with torch.no_grad():
                 for _ in range(args.rounds):  # interleaved: machine drifts hit every model alike
@@ -106,12 +149,13 @@ def main() -> None:
                         times[name].append(measure(fn, "cpu", args.threads, args.min_run_time).median_ms)
             for name in runs:
                 ratios = sorted(t / b for t, b in zip(times[name], times["backbone"]))
-                rows.append({"masks": masks, "batch": batch, "model": name, "MAC ratio": macs[name],
+                rows.append({"arch": arch, "masks": masks, "batch": batch, "model": name, "MAC ratio": macs[name],
                              "ms": statistics.median(times[name]), "latency ratio": statistics.median(ratios),
                              "ratio range": f"{ratios[0]:.2f}–{ratios[-1]:.2f}"})  # fmt: skip
                 print(rows[-1], flush=True)
     print(markdown(rows, list(rows[0])))
-    print(f"saved {save('deploy_latency', 'cpu', rows, threads=args.threads, domain=d)}")
+    name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
+    print(f"saved {save(name, 'cpu', rows, threads=args.threads, domain=d)}")
 
 
 if __name__ == "__main__":
