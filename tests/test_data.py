@@ -4,6 +4,7 @@ import csv
 import json
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -408,3 +409,15 @@ def test_the_documented_table_is_the_benchmark():
         assert train == classes * per_class, f"{name}: {train} training images are not {per_class} per class"
     bench = mini_decathlon(size="default", root="/nonexistent")  # sizes only; nothing is generated
     assert [d.sizes["train"] for d in bench] == [rows[n][2] for n in bench.names]
+
+
+def test_a_printed_benchmark_shows_no_machine_layout(tmp_path, monkeypatch):
+    from mdlprune.data.mini.benchmark import _shown
+
+    (tmp_path / "repo" / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo" / "notebooks")  # where a notebook runs
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _shown(tmp_path / "repo" / "notebooks" / "cache") == "cache"
+    assert _shown(tmp_path / "repo" / "data" / "cache" / "mini") == "../data/cache/mini"
+    assert _shown(tmp_path / "home" / ".cache" / "mini") == "~/.cache/mini"
+    assert _shown(Path("/elsewhere/mini")) == "/elsewhere/mini"
