@@ -412,7 +412,7 @@ def test_the_documented_table_is_the_benchmark():
 
 
 def test_a_printed_benchmark_shows_no_machine_layout(tmp_path, monkeypatch):
-    from mdlprune.data.mini.benchmark import _shown
+    from mdlprune.data.base import shown_path as _shown
 
     (tmp_path / "repo" / "notebooks").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "repo" / "notebooks")  # where a notebook runs

@@ -114,3 +114,14 @@ def test_check_s_score():
     assert check_s_score(right).startswith("correct")
     assert "twice" in check_s_score(not_twice)
     assert "clamp E_max − E at 0" in check_s_score(no_clamp)
+
+
+def test_a_tagged_run_is_described_by_its_tag():
+    """A student's variant of a method (notebook 07) is named by its tag, not by the method it varies."""
+    from mdlprune.course import describe_run
+    from mdlprune.experiments.runs import TrainedMethod, mini_config
+
+    config = mini_config("ours", 0.5)
+    assert describe_run(TrainedMethod("ours", config, [], [], 12.0)) == "ours: trained now; its training took 12 s"
+    run = TrainedMethod("ours", config, [], [], 12.0, tag="yours-beta0.5")
+    assert describe_run(run) == "yours-beta0.5: trained now; its training took 12 s"

@@ -88,7 +88,7 @@ def describe_run(run: TrainedMethod) -> str:
     where = {"trained": "trained now", "resumed": "resumed from its checkpoint and finished now",
              "loaded": "loaded from the checkpoint an earlier notebook wrote",
              "shipped": "rebuilt from the shipped results of the committed sweep (data/results/)"}[run.origin]  # fmt: skip
-    return f"{run.method}: {where}; its training took {run.seconds:.0f} s"
+    return f"{run.tag or run.method}: {where}; its training took {run.seconds:.0f} s"
 
 
 def environment() -> dict[str, str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-__all__ = ["Benchmark", "EpochLoader", "shard"]
+__all__ = ["Benchmark", "EpochLoader", "shard", "shown_path"]
 
 
 def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -110,3 +111,15 @@ class Benchmark:
 
     def _all_domains(self) -> list:
         return list(self.targets)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working folder or its parent (a notebook runs in notebooks/), else to the home
+    folder, else as it is: a printed model or page shows no machine's layout."""
+    path = Path(path).resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.cwd().parent, "../"), (Path.home(), "~/")):
+        try:
+            return prefix + path.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)

@@ -73,6 +73,7 @@ class TrainedMethod:
     seconds: float  # wall time of the training, also when this call loaded it from a checkpoint
     divergence: float | None = None  # under torchrun: the largest difference between ranks' switches and λ
     origin: str = "trained"  # "trained" here, "resumed" from a checkpoint, "loaded" finished, or "shipped"
+    tag: str | None = None  # the run's own name (a variant of the method, e.g. a student's sharing loss)
 
 
 def train_method(
@@ -124,7 +125,7 @@ def train_method(
         if restart and checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
         trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint, identity=identity,
-                          input_size=(3, bench.image_size, bench.image_size), progress=progress)  # fmt: skip
+                          input_size=(3, bench.image_size, bench.image_size), progress=progress, label=tag)  # fmt: skip
         resumed |= checkpoint is not None and checkpoint.is_file()
         histories.append(trainer.fit(resume=True))
         seconds, steps = seconds + trainer.train_seconds, steps + trainer.steps_run
@@ -133,7 +134,7 @@ def train_method(
         model.run_identity = trainer.identity  # travels with the saved model: what it was trained with
         models.append(revert_sync_batchnorm(model).eval())
     origin = "trained" if not resumed else "resumed" if steps else "loaded"
-    return TrainedMethod(method, config, models, histories, seconds, divergence, origin)
+    return TrainedMethod(method, config, models, histories, seconds, divergence, origin, tag)
 
 
 def _test_loader(dom, split: str, crops: int | str, device):

@@ -60,7 +60,7 @@ class Trainer:
             :func:`~mdlprune.experiments.runs.run_identity`); stored in checkpoints with the training
             settings, and a checkpoint made with different ones is refused.
         input_size: ``(C, H, W)``, needed only for MAC-weighted budgets.
-        progress: show a ``tqdm.auto`` progress bar.
+        progress: show a ``tqdm.auto`` progress bar, labelled ``label`` (default: the method's name).
         log_every: convert the logged values to Python floats every this many steps (one device sync).
 
     Under ``torchrun`` (a process group of several ranks is initialised), the trainer wraps the model in
@@ -80,6 +80,7 @@ class Trainer:
         identity: dict | None = None,
         input_size: Sequence[int] | None = None,
         progress: bool = True,
+        label: str | None = None,
         log_every: int = 10,
     ):
         if not isinstance(model, MultiDomainNet):
@@ -102,6 +103,7 @@ class Trainer:
             train["sharing"] = callable_identity(sharing_loss)
         self.identity = {**(identity or {}), "train": train, "format": CHECKPOINT_FORMAT}
         self.progress, self.log_every = progress, max(1, int(log_every))
+        self.label = label or config.method
         self.rank = torch.distributed.get_rank() if is_distributed() else 0
         self.world_size = torch.distributed.get_world_size() if is_distributed() else 1
         self.device = next(model.parameters()).device
@@ -242,7 +244,7 @@ class Trainer:
         self._fit_start = time.perf_counter()
         bar = None
         if self.progress and self.rank == 0 and self.round < self.config.rounds:  # (none for a finished run)
-            bar = tqdm(total=self.total_steps(), initial=self.global_step, desc=self.config.method, leave=True)
+            bar = tqdm(total=self.total_steps(), initial=self.global_step, desc=self.label, leave=True)
         try:
             while self.round < self.config.rounds:
                 if self.step_in_round == 0:

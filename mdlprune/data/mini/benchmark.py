@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ...training.config import quick_mode
-from ..base import Benchmark, EpochLoader
+from ..base import Benchmark, EpochLoader, shown_path
 from ..shipped import shipped_dir
 from .domains import GENERATOR_VERSION, QUICK_SIZES, TARGETS, DomainSpec
 from .source import SOURCE
@@ -216,7 +216,7 @@ class MiniDecathlon(Benchmark):
                 "sizes": {d.name: d.sizes for d in self.targets}}  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"MiniDecathlon({self.image_size} px, seed {self.seed}, targets={self.names}, cache={_shown(self.cache_dir)})"
+        return f"MiniDecathlon({self.image_size} px, seed {self.seed}, targets={self.names}, cache={shown_path(self.cache_dir)})"
 
     def generate(self, include_source: bool = True) -> float:
         """Draw and cache every split not cached yet; returns the seconds it took."""
@@ -389,15 +389,3 @@ class TensorLoader(EpochLoader):
                 f = flips[idx].to(dev).view(-1, 1, 1, 1)
                 x = torch.where(f, x.flip(-1), x)
             yield (x.float() / 255 - self.mean) / self.std, self.labels[idx.to(dev)]
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working folder or its parent (a notebook runs in notebooks/), else to the home
-    folder, else as it is: a printed model or page shows no machine's layout."""
-    path = Path(path).resolve()
-    for base, prefix in ((Path.cwd(), ""), (Path.cwd().parent, "../"), (Path.home(), "~/")):
-        try:
-            return prefix + path.relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue
-    return str(path)
