@@ -1,0 +1,76 @@
+"""The measurements behind the explanations in benchmarks/RESULTS.md (issue 14) and METHOD §6:
+
+1. Where the MACs go, by stage: the mini backbone, its specialised model with the learned masks (domain 0), and
+   Torch-Pruning's model at the same MACs (as in deploy_latency.py), with the residual stream's width.
+2. Depthwise convolution on CPU: the whole layer against half its groups computed and scattered into the output
+   (the alternative pruning rejected for groups no domain feeds).
+3. MobileNetV2 specialised from the pruned model against from the trained one (random β = 0.5 masks, 3 domains).
+
+    python benchmarks/deploy_profile.py            # 2 threads; needs torch-pruning for part 1
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from deploy_latency import models, torch_pruning
+from torch.utils.benchmark import Timer
+
+import mdlprune
+
+
+def stages() -> None:
+    size = (3, 32, 32)
+    backbone, model = models("mini", "learned")
+    plain = mdlprune.specialize(mdlprune.prune(model).eval(), 0)
+    base = mdlprune.count_macs(backbone, size)
+    tp, _ = torch_pruning(backbone, mdlprune.count_macs(plain, size) / base, size)
+    print("| model | MACs | by stage (fraction of the backbone's MACs) | residual stream width |\n|---|---|---|---|")
+    for name, m in (("backbone", backbone), ("specialised, learned masks", plain), ("Torch-Pruning", tp)):
+        total, layers = mdlprune.count_macs(m, size, by_layer=True)
+        by_stage: dict[str, float] = {}
+        for layer, macs in layers.items():
+            by_stage[layer.split(".")[0]] = by_stage.get(layer.split(".")[0], 0) + macs / base
+        stem = next(mod for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d))
+        cells = ", ".join(f"{k} {v:.3f}" for k, v in by_stage.items())
+        print(f"| {name} | {total / base:.3f} | {cells} | {stem.out_channels} |")
+
+
+def depthwise() -> None:
+    for channels, size, batch in ((96, 16, 64), (384, 4, 64), (96, 16, 1)):
+        x, w, b = torch.randn(batch, channels, size, size), torch.randn(channels, 1, 3, 3), torch.randn(channels)
+        fed = torch.arange(0, channels, 2)  # half the groups
+
+        def scatter():
+            y = F.conv2d(x.index_select(1, fed), w[fed], None, 1, 1, 1, len(fed))
+            return torch.zeros(batch, channels, size, size).index_copy(1, fed, y) + b.view(1, -1, 1, 1)
+
+        def whole():
+            return F.conv2d(x, w, b, 1, 1, 1, channels)
+
+        times = {f.__name__: Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=0.5).median * 1e3
+                 for f in (scatter, whole)}  # fmt: skip
+        print(f"depthwise {channels} channels, {size}x{size}, batch {batch}: whole {times['whole']:.2f} ms, "
+              f"half the groups + scatter {times['scatter']:.2f} ms")
+
+
+def specialise_mobilenet() -> None:
+    model = mdlprune.randomize_switches(
+        mdlprune.to_multidomain(torchvision.models.mobilenet_v2(weights=None), [3, 5, 4]), 0.5, seed=1
+    ).eval()
+    pruned = mdlprune.prune(model)
+    for d in range(3):
+        a, b = (mdlprune.count_macs(mdlprune.specialize(m, d), (3, 32, 32)) for m in (pruned, model))
+        print(f"MobileNetV2 domain {d}: specialised from the pruned model {a / 1e6:.2f} M MACs, from the trained {b / 1e6:.2f} M")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    warnings.simplefilter("ignore")
+    stages()
+    depthwise()
+    specialise_mobilenet()
