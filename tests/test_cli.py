@@ -70,5 +70,5 @@ def test_demo_and_sweep_refuse_zero_rounds_before_training(capsys):
 
 def test_shipped_presets_extend_one_another():
     quick, mini = load_config("mini-quick"), load_config("mini")
-    assert quick.data.size == "quick" and quick.train.rounds == 16 and quick.train.lr_switches == 5 * mini.train.lr_switches
+    assert quick.data.size == "quick" and quick.train.rounds == 12 and quick.train.lr_switches == 2.5 * mini.train.lr_switches
     assert quick.train.lr_domain == mini.train.lr_domain and quick.train.sharing == mini.train.sharing

@@ -173,7 +173,9 @@ def test_a_corrupt_cache_is_regenerated(tmp_path, capfd):
 
 def test_quick_mode_shrinks_the_default(monkeypatch, tmp_path):
     monkeypatch.setenv("MDLPRUNE_QUICK", "1")
-    assert mini_decathlon(root=tmp_path)["textures"].sizes == {"train": 200, "val": 60, "test": 100}
+    quick = mini_decathlon(root=tmp_path)
+    assert quick["textures"].sizes == {"train": 640, "val": 60, "test": 300}  # the training set stays whole
+    assert quick["source"].sizes == {"train": 200, "val": 60, "test": 100}
     monkeypatch.setenv("MDLPRUNE_QUICK", "0")
     assert mini_decathlon(root=tmp_path)["textures"].sizes == {"train": 640, "val": 400, "test": 800}
 

@@ -281,7 +281,7 @@ def _resolve_sizes(size: str | Mapping | None) -> dict[str, dict[str, int]]:
         if size == "default":
             out[spec.name] = dict(spec.sizes)
         elif size == "quick":
-            out[spec.name] = dict(QUICK_SIZES)
+            out[spec.name] = {**spec.sizes, **QUICK_SIZES["source" if spec is SOURCE else "target"]}
         elif isinstance(size, Mapping):
             per = size.get(spec.name, size) if any(k in DOMAINS for k in size) else size
             base = dict(spec.sizes)
@@ -310,8 +310,8 @@ def mini_decathlon(
     Args:
         image_size: network input resolution, 32 (default) or 64; images are stored 9/8 larger.
         seed: which samples are drawn (classes do not depend on it). Same seed → byte-identical data.
-        size: ``"default"``, ``"quick"`` (a few hundred images per domain, for CI; the default when
-            ``MDLPRUNE_QUICK=1``), or a dict of split sizes, either for every domain
+        size: ``"default"``, ``"quick"`` (for CI; the default when ``MDLPRUNE_QUICK=1``: the targets' training
+            sets, 300 test images per target, a 200-image source), or a dict of split sizes, either for every domain
             (``{"train": 500, "test": 200}``) or per domain (``{"digits": {"train": 500}}``).
         root: cache folder (default :func:`default_root`).
         workers: processes drawing images (default: the number of CPU cores, at most 8).
