@@ -114,6 +114,8 @@ def main() -> None:
     p.add_argument("--domain", type=int, default=0)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per model")
     p.add_argument("--min-run-time", type=float, default=0.5, help="seconds per model and round")
+    p.add_argument("--pad-own-channels", action="store_true",
+                   help="prune and specialise with pad_own_channels (grouped layers read their input without a gather)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     d, rows = args.domain, []
@@ -121,9 +123,10 @@ def main() -> None:
     for arch, masks in ((a, m) for a in args.arch for m in args.masks if a == "mini" or m != "learned"):
         size = (3, 32, 32) if arch == "mini" else (3, args.size, args.size)
         backbone, model = models(arch, masks)
-        pruned = mdlprune.prune(model).eval()
-        plain = mdlprune.specialize(pruned, d)
-        limit = dense_limit(mdlprune.specialize(pruned, d))
+        own = args.pad_own_channels
+        pruned = mdlprune.prune(model, pad_own_channels=own).eval()
+        plain = mdlprune.specialize(pruned, d, pad_own_channels=own)
+        limit = dense_limit(mdlprune.specialize(pruned, d, pad_own_channels=own))
         onnx_path = export_onnx(pruned, tmp / f"{arch}-{masks}.onnx", d, image_size=size[-1]).path
         import onnxruntime as ort
 
@@ -155,7 +158,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
     print(markdown(rows, list(rows[0])))
     name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
-    print(f"saved {save(name, 'cpu', rows, threads=args.threads, domain=d)}")
+    name += "-pad-own-channels" if args.pad_own_channels else ""
+    print(f"saved {save(name, 'cpu', rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels)}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,19 @@
 2. Depthwise convolution on CPU: the whole layer against half its groups computed and scattered into the output
    (the alternative pruning rejected for groups no domain feeds).
 3. MobileNetV2 specialised from the pruned model against from the trained one (random β = 0.5 masks, 3 domains).
+4. MobileNetV2 (64 px, deploy_latency.py's masks, domain 0) pruned with grouped padding over channel 0 (the default)
+   and over each group's own channels (``pad_own_channels``): Params, MACs executed, and latency against the backbone,
+   for the multi-domain model and the model specialised from the trained one (5 interleaved rounds, median and range).
 
     python benchmarks/deploy_profile.py            # 2 threads; needs torch-pruning for part 1
+    python benchmarks/deploy_profile.py padding    # part 4 alone
 """
 
 from __future__ import annotations
 
+import statistics
+import sys
+import time
 import warnings
 
 import torch
@@ -68,9 +75,55 @@ def specialise_mobilenet() -> None:
         print(f"MobileNetV2 domain {d}: specialised from the pruned model {a / 1e6:.2f} M MACs, from the trained {b / 1e6:.2f} M")
 
 
+def interleaved(fns: dict, rounds: int = 5, min_time: float = 0.5) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``rounds`` times, the functions taking turns within each round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        f(), f()
+    for _ in range(rounds):
+        for k, f in fns.items():
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < min_time:
+                f()
+                n += 1
+            times[k].append((time.perf_counter() - start) / n)
+    return times
+
+
+def _conv_weights(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, mdlprune.PrunedConv2d)))
+
+
+@torch.inference_mode()
+def padding() -> None:
+    print("| masks | batch | model | padding | conv weights | MACs executed | latency / backbone |\n|---|---|---|---|---|---|---|")
+    for masks in ("differ", "shared"):
+        backbone, model = models("mobilenet_v2", masks)
+        built = {("multi-domain", own): mdlprune.prune(model, pad_own_channels=own).eval() for own in (False, True)}
+        built.update({("specialised", own): mdlprune.specialize(model, 0, pad_own_channels=own) for own in (False, True)})
+        size, base = (3, 64, 64), mdlprune.count_macs(backbone, (3, 64, 64))
+        params = _conv_weights(backbone)
+        for batch in (1, 64):
+            x = torch.randn(batch, *size)
+            fns = {"backbone": lambda: backbone(x)}
+            fns.update({key: (lambda m=m: m(x, 0)) if key[0] == "multi-domain" else (lambda m=m: m(x)) for key, m in built.items()})
+            times = interleaved(fns)
+            ref = statistics.median(times["backbone"])
+            for key, m in built.items():
+                t = [v / ref for v in times[key]]
+                macs = mdlprune.executed_macs(m, size, 0) if key[0] == "multi-domain" else mdlprune.count_macs(m, size)
+                held = _conv_weights(m)
+                print(f"| {masks} | {batch} | {key[0]} | {'own channels' if key[1] else 'channel 0'} | "
+                      f"{held / params:.3f} | {macs / base:.3f} | {statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f}) |")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
-    stages()
-    depthwise()
-    specialise_mobilenet()
+    if sys.argv[1:] == ["padding"]:
+        padding()
+    else:
+        stages()
+        depthwise()
+        specialise_mobilenet()
+        padding()

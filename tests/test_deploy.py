@@ -208,3 +208,14 @@ def test_pruned_model_keeps_its_masked_kernels_per_domain(tmp_path):
     assert "_domain_cache" not in masked[0].__getstate__()  # neither copied nor saved
     save_model(pruned, tmp_path / "p.pt")
     assert not any(hasattr(m, "_domain_cache") for m in load_model(tmp_path / "p.pt").modules())
+
+
+def test_a_model_pruned_under_inference_mode_runs_there():
+    """Tensors made under ``torch.inference_mode`` track no in-place version: the per-domain kernels still cache."""
+    model = _trained_like(resnet26(10, width=0.25))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        pruned = prune(model)
+        for d in range(model.num_domains):
+            _assert_same(pruned(x, d), model(x, d))
+            _assert_same(pruned(x, d), model(x, d))  # from the cache

@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mdlprune import (count_macs, executed_macs, needed_macs, param_bits, prune, randomize_switches, specialize,
                       to_multidomain)  # fmt: skip
+from mdlprune.method.pruned import PrunedConv2d
 from mdlprune.method.specialize import _one_domain
 
 # name: (constructor keyword arguments, image size, the classifier find_head must find)
@@ -160,3 +161,43 @@ def test_a_grouped_conv_keeps_equal_groups_and_stays_exact():
     for d in range(3):  # the grouped layer needs what it needed before pruning (padding slots are not counted)
         needed = [count_macs(m, (3, 6, 6), d, by_layer=True)[1]["2"] for m in (model, pruned)]
         assert needed[0] == needed[1] == 36 * 2 * [3, 2, 2][d] * 9
+
+
+def test_padding_with_own_channels_reads_grouped_inputs_without_a_gather():
+    """``pad_own_channels``: each group pads with its own unfed channels, which the producer then computes, so the
+    grouped layer reads its input in place (no gather); outputs stay exact, MACs needed stay what they were."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1, groups=2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))  # fmt: skip
+    model = to_multidomain(net, [3, 3, 3]).eval()
+    with torch.no_grad():  # as above: group 0 reads channels 0, 2, 3; group 1 reads channel 5
+        model.backbone[2].switches.copy_(torch.tensor([[1, -1, 1, -1, -1, 1, -1, -1],
+                                                       [1, -1, -1, 1, -1, -1, -1, -1],
+                                                       [-1, -1, 1, 1, -1, -1, -1, -1.0]]))  # fmt: skip
+    first, own = prune(model), prune(model, pad_own_channels=True)
+    assert first.backbone[2].in_index is not None and own.backbone[2].in_index is None
+    assert first.backbone[0].out_channels == 4 and own.backbone[0].out_channels == 6  # group 1 pads with 4 and 6
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        for d in range(3):
+            torch.testing.assert_close(own(x, d), model(x, d), rtol=0, atol=1e-6)
+            torch.testing.assert_close(specialize(model, d, pad_own_channels=True)(x), model(x, d), rtol=0, atol=1e-6)
+    for d in range(3):
+        assert count_macs(own, (3, 6, 6), d, by_layer=True)[1]["2"] == 36 * 2 * [3, 2, 2][d] * 9
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x1_0", "resnext50_32x4d"])
+def test_padding_with_own_channels_stays_exact_on_torchvision_models(name):
+    torch.manual_seed(0)
+    backbone = getattr(torchvision.models, name)(weights=None).eval()
+    perturb_batchnorms(backbone)
+    model = randomize_switches(to_multidomain(backbone, [3, 5, 4]).eval(), keep=0.5, seed=1)
+    pruned = prune(model, pad_own_channels=True)
+    depthwise = [m for m in pruned.modules() if isinstance(m, PrunedConv2d) and m.groups > 1 and m.weight.shape[1] == 1]
+    if name == "mobilenet_v2":  # every depthwise layer reads its input in place
+        assert depthwise and all(m.in_index is None for m in depthwise)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for d in range(3):
+            ref = model(x, d)
+            assert (pruned(x, d) - ref).abs().max() <= 1e-5 * ref.abs().max()
+            assert (specialize(model, d, pad_own_channels=True)(x) - ref).abs().max() <= 1e-5 * ref.abs().max()

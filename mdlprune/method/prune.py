@@ -10,6 +10,9 @@ channel is read only by switch convolutions that all dropped it, the producer's 
 BatchNorm channels go too. Channels of a residual stream are read by additions and shortcuts as well, so
 there only the consumer shrinks: it gathers the kept channels of its input (``in_index``). A grouped or
 depthwise convolution keeps whole groups, as many channels in each (zero kernels pad the groups that keep fewer).
+A padding slot reads channel 0 of the input (the fewest channels computed), or, with ``pad_own_channels``, an unfed
+channel of its own group, which the producer then computes: a depthwise convolution then reads its input as it comes,
+with no gather (faster on CPU, where gathers cost about what depthwise convolutions do; benchmarks/RESULTS.md).
 
 Invariant (tested): for every domain d in eval mode, ``prune(model)(x, d)`` equals ``model(x, d)`` up to
 float rounding.
@@ -35,12 +38,14 @@ __all__ = ["prune", "Equivalence", "compare_outputs"]
 
 
 @torch.no_grad()
-def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNet:
+def prune(model: MultiDomainNet, dependency_aware: bool = True, pad_own_channels: bool = False) -> MultiDomainNet:
     """Return a new, physically smaller copy of ``model`` with the same ``forward(x, domain)``.
 
     Every :class:`SwitchConv2d` becomes a :class:`PrunedConv2d` that keeps the union over domains of its
     input channels. With ``dependency_aware`` (the default), producers whose output channels no consumer
-    reads lose those filters and the matching BatchNorm channels. ``model`` is not modified.
+    reads lose those filters and the matching BatchNorm channels. ``pad_own_channels`` trades parameters and
+    MACs for time on grouped convolutions (module docstring): a few more filters, no gathers before depthwise
+    layers. ``model`` is not modified.
     """
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"prune expects a MultiDomainNet (see mdlprune.to_multidomain), got {type(model).__name__}")
@@ -58,7 +63,9 @@ def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNe
         # Last producers first: a grouped consumer reads nothing of the groups whose outputs nobody reads, so what
         # its own producer must compute is known once the consumer's outputs are settled.
         for group in reversed(channel_groups(backbone, (SwitchConv2d,))):
-            needed = torch.stack([keep_in[c] for c in group.consumers]).any(dim=0)
+            reads = [_padded_reads(switches[c], keep_in[c], keep_out.get(c)) if pad_own_channels and switches[c].groups > 1
+                     else keep_in[c] for c in group.consumers]  # fmt: skip
+            needed = torch.stack(reads).any(dim=0)
             producer = backbone.get_submodule(group.producer)
             g = producer.groups
             if g > 1:  # a grouped producer computes whole groups or none
@@ -78,7 +85,7 @@ def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNe
 
     for name, conv in switches.items():
         produced = keep_out[source[name]].nonzero().squeeze(1) if name in source else None
-        backbone.set_submodule(name, _pruned_conv(conv, keep_in[name], keep_out.get(name), produced))
+        backbone.set_submodule(name, _pruned_conv(conv, keep_in[name], keep_out.get(name), produced, pad_own_channels))
 
     for name, keep in keep_out.items():
         m = backbone.get_submodule(name)
@@ -90,8 +97,19 @@ def prune(model: MultiDomainNet, dependency_aware: bool = True) -> MultiDomainNe
     return new
 
 
+def _padded_reads(conv: SwitchConv2d, keep_in: torch.Tensor, keep_out: torch.Tensor | None) -> torch.Tensor:
+    """The input channels (a mask) a grouped ``conv`` reads when each group it keeps is padded to the largest fed
+    count with its own first unfed channels."""
+    g = conv.groups
+    kept = torch.ones(g, dtype=torch.bool) if keep_out is None else keep_out.view(g, -1).any(dim=1)
+    fed = keep_in.view(g, -1)
+    k = int(fed[kept].sum(dim=1).max()) if kept.any() else 0
+    unfed_rank = torch.cumsum(~fed, dim=1)  # the unfed channels of each group, numbered from 1
+    return ((fed | (~fed & (unfed_rank <= k - fed.sum(dim=1, keepdim=True)))) & kept[:, None]).flatten()
+
+
 def _pruned_conv(conv: SwitchConv2d, keep_in: torch.Tensor, keep_out: torch.Tensor | None,
-                 produced: torch.Tensor | None) -> PrunedConv2d:  # fmt: skip
+                 produced: torch.Tensor | None, pad_own_channels: bool = False) -> PrunedConv2d:  # fmt: skip
     """``conv`` over the input channels ``keep_in`` (a mask), outputting the channels ``keep_out`` (a mask, or
     ``None``: all), reading a tensor that holds the channels ``produced`` (indices, or ``None``: all)."""
     g, masks = conv.groups, conv.channel_masks()
@@ -106,12 +124,18 @@ def _pruned_conv(conv: SwitchConv2d, keep_in: torch.Tensor, keep_out: torch.Tens
         kept_groups = (emitted[::per_out] // per_out).tolist()
         fed = [keep_in[j * per_in : (j + 1) * per_in].nonzero().squeeze(1) + j * per_in for j in kept_groups]
         k = max(len(c) for c in fed)
+        if pad_own_channels:  # each group's slots: its fed channels and its first unfed ones, in channel order
+            reads = _padded_reads(conv, keep_in, keep_out)
+            own = [reads[j * per_in : (j + 1) * per_in].nonzero().squeeze(1) + j * per_in for j in kept_groups]
+            if produced is None or all(torch.isin(c, produced).all() for c in own):
+                fed = own  # (an unfed slot's kernel is zeroed below, and its switch is off in every domain)
         weight = conv.weight.new_zeros(len(kept_groups) * per_out, k, *conv.kernel_size)
         slot_masks = masks.new_zeros(len(masks), len(kept_groups), k)
         positions = torch.zeros(len(kept_groups), k, dtype=torch.long, device=masks.device)  # padding reads channel 0
         for n, (j, channels) in enumerate(zip(kept_groups, fed)):
-            weight[n * per_out : (n + 1) * per_out, : len(channels)] = conv.weight[j * per_out : (j + 1) * per_out, channels - j * per_in]
-            slot_masks[:, n, : len(channels)] = masks[:, channels]
+            on = keep_in[channels].to(conv.weight.dtype).view(1, -1, 1, 1)
+            weight[n * per_out : (n + 1) * per_out, : len(channels)] = conv.weight[j * per_out : (j + 1) * per_out, channels - j * per_in] * on
+            slot_masks[:, n, : len(channels)] = masks[:, channels] & keep_in[channels]
             positions[n, : len(channels)] = channels if produced is None else torch.searchsorted(produced, channels)
         positions, slot_masks, groups = positions.flatten(), slot_masks.flatten(1), len(kept_groups)
     bias = None if conv.bias is None else conv.bias[emitted]

@@ -13,6 +13,11 @@ from .switch import SwitchConv2d, conv2d, kernel_mask
 __all__ = ["PrunedConv2d"]
 
 
+def _version(t: torch.Tensor) -> int:
+    """How often ``t`` was modified in place; -1 for a tensor made under ``torch.inference_mode`` (untracked)."""
+    return -1 if t.is_inference() else t._version
+
+
 class PrunedConv2d(DomainModule):
     """A dense frozen convolution over the channels some domain uses.
 
@@ -88,7 +93,7 @@ class PrunedConv2d(DomainModule):
         if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
                 or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
             return self.in_index, w * kernel_mask(masks[d].to(w.dtype), self.groups, w.shape[0])
-        identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
+        identity = (w.data_ptr(), _version(w), w.dtype, w.device, masks.data_ptr(), _version(masks))
         cache = self.__dict__.get("_domain_cache")
         if cache is None or cache[0] != identity:  # a new kernel or new masks: drop every domain's kernel
             cache = self.__dict__["_domain_cache"] = (identity, {})

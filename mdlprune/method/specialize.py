@@ -59,20 +59,21 @@ class ChannelSelect(nn.Module):
 
 
 @torch.no_grad()
-def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = True) -> nn.Module:
+def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = True,
+               pad_own_channels: bool = False) -> nn.Module:  # fmt: skip
     """A plain ``torch.nn`` copy of ``model``'s backbone that computes ``model(x, domain)`` in eval mode.
 
     ``model``: a trained :class:`~mdlprune.MultiDomainNet` (switches) or its :func:`~mdlprune.prune` d copy;
     ``domain``: an index or a name. The result is in eval mode, reads ``forward(x)`` only, holds the channels that
     ``domain`` uses (and the residual streams whole: module docstring), and is frozen (``requires_grad=False``:
-    it is for inference).
-    ``model`` is not modified.
+    it is for inference). ``pad_own_channels``: as in :func:`~mdlprune.prune` (fewer gathers before grouped
+    convolutions, for a few more filters). ``model`` is not modified.
     """
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"specialize expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
     d = model.domain_index(domain)
     one = _one_domain(model, d)
-    plain = _plain(prune(one).backbone).eval().requires_grad_(False)
+    plain = _plain(prune(one, pad_own_channels=pad_own_channels).backbone).eval().requires_grad_(False)
     return fold_batchnorms(plain) if fold_batchnorm else plain
 
 
