@@ -201,3 +201,4 @@ def test_padding_with_own_channels_stays_exact_on_torchvision_models(name):
             ref = model(x, d)
             assert (pruned(x, d) - ref).abs().max() <= 1e-5 * ref.abs().max()
             assert (specialize(model, d, pad_own_channels=True)(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+            assert (specialize(pruned, d, pad_own_channels=True)(x) - ref).abs().max() <= 1e-5 * ref.abs().max()

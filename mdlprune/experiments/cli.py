@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "data/baselines/mini-finetune.json)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="the mini-quick preset: 12 short rounds, 300 test images per domain (as MDLPRUNE_QUICK=1)")
+    p.add_argument("--quick", action="store_true", help="the mini-quick preset: 12 short rounds, 300 test images per target domain (as MDLPRUNE_QUICK=1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--restart", action="store_true", help="train afresh over the output folder's checkpoints")
 

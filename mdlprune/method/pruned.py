@@ -13,9 +13,6 @@ from .switch import SwitchConv2d, conv2d, kernel_mask
 __all__ = ["PrunedConv2d"]
 
 
-def _version(t: torch.Tensor) -> int:
-    """How often ``t`` was modified in place; -1 for a tensor made under ``torch.inference_mode`` (untracked)."""
-    return -1 if t.is_inference() else t._version
 
 
 class PrunedConv2d(DomainModule):
@@ -31,8 +28,9 @@ class PrunedConv2d(DomainModule):
     what that domain needs, not the union. Under autograd the mask is multiplied into the kernel instead.
 
     A grouped convolution keeps, in each group, the channels some domain feeds it; groups keep equally many: the
-    kernel of a group that keeps fewer is padded with zeros over channel 0 of its input, masked off in every domain
-    (a group no domain feeds is all padding, and outputs its bias). Scattering the fed groups into the output
+    kernel of a group that keeps fewer is padded with zeros over channel 0 of its input (or, pruned with
+    ``pad_own_channels``, over the group's own unfed channels), masked off in every domain (a group no domain feeds
+    is all padding, and outputs its bias). Scattering the fed groups into the output
     instead was slower than computing the padding, depthwise convolutions being memory-bound.
     """
 
@@ -88,30 +86,35 @@ class PrunedConv2d(DomainModule):
         Otherwise (an eval forward pass) the domain's own channels alone: an ungrouped layer gathers just the
         channels ``d`` switches on and convolves them with those kernel slices (``(None, None)`` if there are none),
         so it computes only what the domain needs; a grouped one keeps the masked kernel. Either is kept per domain
-        until the kernel or the masks change (moved, cast, edited or replaced)."""
+        until the kernel or the masks change (moved, cast, edited or replaced); not at all for a kernel or masks made
+        under ``torch.inference_mode``, whose in-place edits torch does not count."""
         w, masks = self.weight, self.domain_masks
         if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
                 or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
             return self.in_index, w * kernel_mask(masks[d].to(w.dtype), self.groups, w.shape[0])
-        identity = (w.data_ptr(), _version(w), w.dtype, w.device, masks.data_ptr(), _version(masks))
+        if w.is_inference() or masks.is_inference():  # made under inference mode: in-place edits are not counted,
+            return self._kernel_for(d)  # so nothing is kept
+        identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
         cache = self.__dict__.get("_domain_cache")
         if cache is None or cache[0] != identity:  # a new kernel or new masks: drop every domain's kernel
             cache = self.__dict__["_domain_cache"] = (identity, {})
         entry = cache[1].get(d)
         if entry is None or (not torch.is_inference_mode_enabled()
                              and any(t is not None and t.is_inference() for t in entry)):  # fmt: skip
-            on = masks[d]
-            if on.all():
-                entry = (self.in_index, w)
-            elif self.groups > 1:
-                entry = (self.in_index, w * kernel_mask(on.to(w.dtype), self.groups, w.shape[0]))
-            elif not on.any():
-                entry = (None, None)
-            else:
-                keep = on.nonzero().squeeze(1)
-                entry = (keep if self.in_index is None else self.in_index[keep], w[:, keep].contiguous())
-            cache[1][d] = entry
+            entry = cache[1][d] = self._kernel_for(d)
         return entry
+
+    def _kernel_for(self, d: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Domain ``d``'s ``(input gather or None, kernel)`` in an eval pass, computed now (:meth:`_domain_kernel`)."""
+        w, on = self.weight, self.domain_masks[d]
+        if on.all():
+            return self.in_index, w
+        if self.groups > 1:
+            return self.in_index, w * kernel_mask(on.to(w.dtype), self.groups, w.shape[0])
+        if not on.any():
+            return None, None
+        keep = on.nonzero().squeeze(1)
+        return keep if self.in_index is None else self.in_index[keep], w[:, keep].contiguous()
 
     def __getstate__(self) -> dict:  # the cache is not part of the model: neither saved nor copied
         state = dict(super().__getstate__())

@@ -7,7 +7,8 @@ the kernels where the domains differ. A device that serves one domain ``d`` need
    prunes that one-domain model with :func:`~mdlprune.prune`: every input channel ``d`` switches off goes, and,
    where the dependency analysis allows, so do the producer's filter and BatchNorm channels. The model executes
    at most the MACs ``d`` *needs* (:func:`~mdlprune.needed_macs`), usually fewer; the one excess is the zero
-   padding of a grouped convolution whose groups keep unequal channel counts. What stays: every channel of a
+   padding of a grouped convolution whose groups keep unequal channel counts (and, with ``pad_own_channels``, the
+   filters that compute the padding channels). What stays: every channel of a
    residual stream (the additions read them all), and one filter (group) of a producer nobody reads (a
    convolution that reads no channel becomes a zero kernel over one channel, which outputs its bias).
 2. **Plain layers.** Per-domain BatchNorms and heads become ``nn.BatchNorm2d`` and ``nn.Linear`` (or 1×1
@@ -21,7 +22,7 @@ Invariant (tested): ``specialize(model, d)(x)`` equals ``model(x, d)`` in eval m
 trained (switch) model and for its pruned copy alike. From the trained model the result is smallest: a pruned
 grouped convolution is rebuilt for one domain behind a gather, which the dependency analysis cannot see through, so
 the filters that feed it stay (MobileNetV2, 32 px, random β = 0.5 masks: 2.5 M MACs from the pruned model, 1.8 M
-from the trained).
+from the trained). A model pruned with ``pad_own_channels`` has no such gather before its depthwise layers.
 """
 
 from __future__ import annotations
