@@ -13,8 +13,6 @@ from .switch import SwitchConv2d, conv2d, kernel_mask
 __all__ = ["PrunedConv2d"]
 
 
-
-
 class PrunedConv2d(DomainModule):
     """A dense frozen convolution over the channels some domain uses.
 
