@@ -49,6 +49,26 @@ def test_budget_loss_cost_weighted_gradient():
     torch.testing.assert_close(m.grad[0], 4.0 * w / w.sum())
 
 
+def test_budget_on_two_costs_adds_each_violation_with_its_own_multiplier():
+    w = torch.stack([torch.ones(4), torch.tensor([4.0, 2.0, 1.0, 1.0])])  # switches, and a cost heavy on switch 0
+    m = masks_of([[1, 0, 0, 0], [0, 1, 1, 0]])
+    assert theta_bar(m, w).tolist() == [[0.25, 0.5], [0.5, 0.375]]  # (N, K)
+    loss = BudgetLoss(num_domains=2, beta=0.4, lr_lambda=0.5, weights=w)
+    assert loss.lam.shape == (2, 2)
+    loss.lam[0] = torch.tensor([3.0, 2.0])
+    value = loss(m, 0)  # only the weighted cost is over budget: 2 (0.5 − 0.4); the switches' term clamps to 0
+    assert value.item() == pytest.approx(0.2)
+    value.backward()
+    torch.testing.assert_close(m.grad[0], 2.0 * w[1] / w[1].sum())  # no gradient from the met budget
+    assert torch.all(m.grad[1] == 0)
+    lam = loss.dual_step(m.detach(), 1)  # domain 1: switches over (0.5), the weighted cost under (0.375)
+    torch.testing.assert_close(lam, torch.tensor([0.5 * 0.1, 0.0]))
+    with pytest.raises(ValueError, match=r"\(M,\) or \(K, M\) costs >= 0, each summing to > 0"):
+        BudgetLoss(2, 0.5, weights=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="costs >= 0, each summing to > 0"):
+        BudgetLoss(2, 0.5, weights=torch.tensor([2.0, -1.0]))
+
+
 def test_dual_step():
     loss = BudgetLoss(num_domains=2, beta=0.5, lr_lambda=0.1)
     m = torch.tensor([[1.0, 1, 1, 0], [0, 0, 1, 0]])

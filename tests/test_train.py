@@ -6,7 +6,9 @@ from helpers import TinyNet, perturb_batchnorms
 
 from mdlprune import to_multidomain
 from mdlprune.data.mini import TensorLoader
+from mdlprune.method.macs import switch_costs
 from mdlprune.training.checkpoint import CheckpointError, load_checkpoint
+from mdlprune.training.config import load_config
 from mdlprune.training import Trainer, TrainConfig
 
 
@@ -89,6 +91,25 @@ def test_budget_is_met_and_logged():
     assert max(lambdas) > 0 and steps == sorted(steps) and len(history) == 6 * (6 + 6)
     fig = history.plot("all", beta=0.4)
     assert [ax.get_xlabel() for ax in fig.axes] == ["training step"] * 4
+
+
+def test_a_budget_on_switches_and_macs_meets_both():
+    """``cost_weighted: [switches, macs]``: two multipliers per domain, and both fractions end under β."""
+    model, loaders, cfg = setup("ours", sizes=(48, 48), rounds=6, beta=0.4, lr_lambda=1.0,
+                                cost_weighted=["switches", "macs"])  # fmt: skip
+    assert cfg.cost_weighted == ("switches", "macs") and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert load_config("mini", ["train.cost_weighted=[switches, macs]"]).train.cost_weighted == ("switches", "macs")
+    trainer = Trainer(model, loaders, cfg, progress=False, log_every=3, input_size=(3, 8, 8))
+    history = trainer.fit()
+    assert trainer.budget.lam.shape == (2, 2)
+    masks = model.binary_masks().detach()
+    macs = switch_costs(model, "macs", (3, 8, 8))
+    by_switches, by_macs = masks.mean(1), (masks * macs).sum(1) / macs.sum()
+    assert (by_switches <= 0.4 + 0.02).all() and (by_macs <= 0.4 + 0.02).all()
+    last = history.records[-1]
+    assert last["theta_0_macs"] == pytest.approx(float(by_macs[0]))
+    assert last["theta_0"] == pytest.approx(max(float(by_switches[0]), float(by_macs[0])))  # the binding one
+    assert last["lambda_0"] == pytest.approx(last["lambda_0_switches"] + last["lambda_0_macs"])
 
 
 def test_ba2_has_no_sharing_loss_and_ours_has_it():
@@ -182,6 +203,13 @@ def test_bad_configurations():
         TrainConfig(rounds=0)
     with pytest.raises(ValueError, match="unknown sharing loss"):
         TrainConfig(sharing="overlap")
+    with pytest.raises(ValueError, match=r"cost_weighted must be .* \[switches, macs\]"):
+        TrainConfig(cost_weighted=["macs", "macs"])
+    with pytest.raises(ValueError, match="cost_weighted must be"):
+        TrainConfig(cost_weighted="flops")
+    assert TrainConfig(cost_weighted=["switches"]).cost_weighted is None  # one form per setting
+    assert TrainConfig(cost_weighted=["params"]).cost_weighted == "params"
+    assert TrainConfig(cost_weighted=["macs", "switches"]).cost_weighted == ("switches", "macs")
     with pytest.raises(ValueError, match=r"unknown setting train.lr"):
         TrainConfig.from_dict({"lr": 0.1})
     model, loaders, cfg = setup()

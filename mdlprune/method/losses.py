@@ -58,10 +58,13 @@ def theta_bar(masks: torch.Tensor, weights: torch.Tensor | None = None) -> torch
     """θ̄_d for every domain, shape ``(N,)``: the mean of domain d's binary switches (eq. 4).
 
     With ``weights`` (shape ``(M,)``, e.g. from :func:`mdlprune.method.macs.switch_costs`), each switch counts
-    by the cost of its kernel slice, so θ̄_d is the fraction of the MACs (or parameters) domain d uses.
+    by the cost of its kernel slice, so θ̄_d is the fraction of the MACs (or parameters) domain d uses. With
+    ``weights`` of shape ``(K, M)`` (K costs), the result is ``(N, K)``: θ̄ of every domain under every cost.
     """
     if weights is None:
         return masks.mean(dim=1)
+    if weights.dim() == 2:
+        return masks @ (weights / weights.sum(dim=1, keepdim=True)).T
     return (masks * weights).sum(dim=1) / weights.sum()
 
 
@@ -110,14 +113,14 @@ class BudgetLoss(nn.Module):
             the value that met every domain's budget within 8 epochs on the mini-decathlon without
             overshooting (0.05 left the smallest domain over budget, 2.0 overshot it: docs/RESULTS.md).
         weights: optional per-switch costs ``(M,)`` for the cost-weighted θ̄ (β becomes a MAC or
-            parameter budget).
+            parameter budget), or ``(K, M)`` for K budgets at once (e.g. switches and MACs): every domain then
+            has K multipliers, ``lam`` is ``(N, K)``, and L_B(d) = Σ_k max(0, λ_{d,k} (θ̄_{d,k} − β)), each
+            ascending on its own violation. A domain meets its budget when it meets all K.
     """
 
     lam: torch.Tensor
 
-    def __init__(
-        self, num_domains: int, beta: float, lr_lambda: float = 1.0, weights: torch.Tensor | None = None
-    ):
+    def __init__(self, num_domains: int, beta: float, lr_lambda: float = 1.0, weights: torch.Tensor | None = None):
         super().__init__()
         self.beta = check_beta(beta)
         if not lr_lambda >= 0:
@@ -125,17 +128,20 @@ class BudgetLoss(nn.Module):
         if isinstance(num_domains, bool) or not isinstance(num_domains, int) or num_domains < 1:
             raise ValueError(f"num_domains must be a positive int, got {num_domains!r}")
         self.lr_lambda = float(lr_lambda)
-        self.register_buffer("lam", torch.zeros(num_domains))
+        if weights is not None and (weights.dim() not in (1, 2) or (weights < 0).any() or (weights.sum(-1) <= 0).any()):
+            raise ValueError(f"budget weights are (M,) or (K, M) costs >= 0, each summing to > 0; got {weights.shape}")
+        costs = () if weights is None or weights.dim() == 1 else (weights.shape[0],)
+        self.register_buffer("lam", torch.zeros(num_domains, *costs))
         self.register_buffer("weights", None if weights is None else weights.detach().float().clone())
 
     def theta_bar(self, masks: torch.Tensor) -> torch.Tensor:
-        """θ̄ of every domain ``(N,)`` (cost-weighted if the loss has weights)."""
+        """θ̄ of every domain, ``(N,)``, or ``(N, K)`` with K costs (cost-weighted if the loss has weights)."""
         return theta_bar(masks, self.weights)
 
     def forward(self, masks: torch.Tensor, domain: int) -> torch.Tensor:
         self._check(masks, domain)
         tb = theta_bar(masks[domain : domain + 1], self.weights)[0]
-        return (self.lam[domain] * (tb - self.beta)).clamp(min=0)
+        return (self.lam[domain] * (tb - self.beta)).clamp(min=0).sum()  # (the sum: over K costs, if several)
 
     def _check(self, masks: torch.Tensor, domain: int) -> None:
         n = len(self.lam)
@@ -147,14 +153,15 @@ class BudgetLoss(nn.Module):
 
     @torch.no_grad()
     def dual_step(self, masks: torch.Tensor, domain: int) -> torch.Tensor:
-        """λ_d ← max(0, λ_d + η_λ (θ̄_d − β)); returns the new λ_d (a 0-d tensor: no device sync)."""
+        """λ_d ← max(0, λ_d + η_λ (θ̄_d − β)); returns the new λ_d (0-d, or ``(K,)`` with K costs; no device sync)."""
         self._check(masks, domain)
         tb = theta_bar(masks[domain : domain + 1].detach(), self.weights)[0]
         self.lam[domain] = (self.lam[domain] + self.lr_lambda * (tb - self.beta)).clamp(min=0)
         return self.lam[domain]
 
     def extra_repr(self) -> str:
-        w = ", cost-weighted" if self.weights is not None else ""
+        w = "" if self.weights is None else ", cost-weighted"
+        w += f", {len(self.weights)} budgets" if w and self.weights.dim() == 2 else ""
         return f"beta={self.beta}, lr_lambda={self.lr_lambda}{w}"
 
 

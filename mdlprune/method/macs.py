@@ -134,14 +134,16 @@ def relative_macs(
 def switch_costs(model: MultiDomainNet, kind: str = "params", input_size: Sequence[int] | None = None) -> torch.Tensor:
     """Per-switch costs ``(M,)``, in the order of :meth:`MultiDomainNet.binary_masks`, for a cost-weighted
     budget (METHOD §3): the parameters (``O/g·kh·kw``) or the MACs (``O/g·kh·kw·H_out·W_out``, which needs
-    ``input_size``) of the kernel slice each switch turns on or off."""
+    ``input_size``) of the kernel slice each switch turns on or off; ``"switches"``: 1 each (the papers' θ̄)."""
     layers = model.switch_layers()
+    if kind == "switches":
+        return torch.ones(sum(m.in_channels for _, m in layers))
     if kind == "params":
         costs = [torch.full((m.in_channels,), float(m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]))
                  for _, m in layers]  # (a grouped conv's channel reaches the O/g filters of its group)
         return torch.cat(costs)
     if kind != "macs":
-        raise ValueError(f"switch costs are 'params' or 'macs', got {kind!r}")
+        raise ValueError(f"switch costs are 'switches', 'params' or 'macs', got {kind!r}")
     if input_size is None:
         raise ValueError("MAC-weighted switch costs need the input_size (C, H, W) to know each layer's output size")
     _, per_layer = count_macs(model, input_size, mask_aware=False, by_layer=True)

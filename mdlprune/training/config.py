@@ -58,6 +58,23 @@ def quick_mode() -> bool:
     return os.environ.get("MDLPRUNE_QUICK", "0").lower() not in ("", "0", "false", "no")
 
 
+COSTS = ("switches", "params", "macs")
+
+
+def _costs(value):
+    """``train.cost_weighted`` in its one form: None (θ̄ counts switches: the papers' budget), one cost
+    (``"params"`` or ``"macs"``), or a tuple of two or three distinct costs, each under the same β (METHOD §3)."""
+    many = isinstance(value, (list, tuple))
+    kinds = list(value) if many else [value]
+    kinds = ["switches" if k is None else k for k in kinds]
+    if not kinds or any(k not in COSTS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise ValueError(f"cost_weighted must be None, 'params', 'macs' or a list of distinct costs from {list(COSTS)} "
+                         f"(e.g. [switches, macs]: a budget on each), got {value!r}")  # fmt: skip
+    if len(kinds) == 1:
+        return None if kinds[0] == "switches" else kinds[0]
+    return tuple(k for k in COSTS if k in kinds)  # (one order: [macs, switches] is the same budget)
+
+
 def _closest(name: str, valid) -> str:
     match = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -155,7 +172,7 @@ class TrainConfig:
     lambda_ps: float = 1.0
     learnable_lambda_ps: bool = False
     lr_lambda_ps: float = 0.05
-    cost_weighted: str | None = None
+    cost_weighted: str | tuple[str, ...] | None = None
     schedule: str = "round_robin"
     switch_optimizer: str = "lazy_adam"
     bn_recalibration: int = 20
@@ -177,8 +194,7 @@ class TrainConfig:
             raise ValueError(f"lr_gamma (the learning-rate factor at each milestone) must be in (0, 1], got {self.lr_gamma}")
         if self.switch_optimizer not in ("lazy_adam", "adam"):
             raise ValueError(f"switch_optimizer must be 'lazy_adam' or 'adam', got {self.switch_optimizer!r}")
-        if self.cost_weighted not in (None, "params", "macs"):
-            raise ValueError(f"cost_weighted must be None, 'params' or 'macs', got {self.cost_weighted!r}")
+        self.cost_weighted = _costs(self.cost_weighted)
         if str(self.sharing).lower() not in (*SHARING_LOSSES, "none"):
             raise ValueError(f"unknown sharing loss {self.sharing!r}: choose one of {sorted(SHARING_LOSSES)}")
         self.lr_milestones = tuple(_positive_int(m, "lr_milestones[i]", 0) for m in self.lr_milestones)
@@ -199,6 +215,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        if isinstance(self.cost_weighted, tuple):
+            d["cost_weighted"] = list(self.cost_weighted)
         return d
 
     @classmethod

@@ -17,7 +17,9 @@ class History:
 
     Every training step logs ``step``, ``round``, ``domain``, ``ce`` (the cross-entropy of the batch's
     domain), ``L_B``, ``L_PS``, ``lambda_<d>`` and ``theta_<d>`` for every domain d, ``lambda_ps``,
-    ``intersection`` and ``union`` (in switches), and the learning rates.
+    ``intersection`` and ``union`` (in switches), and the learning rates. θ̄ is cost-weighted when the budget is
+    (``train.cost_weighted``); with several costs, ``theta_<d>`` is the largest of the domain's fractions and
+    ``lambda_<d>`` the sum of its multipliers, each cost's own logged as ``theta_<d>_<cost>``, ``lambda_<d>_<cost>``.
     """
 
     def __init__(self, domain_names: Sequence[str] = (), records: list[dict] | None = None):

@@ -119,7 +119,9 @@ class Trainer:
         c = self.config
         self.budget = self.sharing = None
         if self.method.switches:
-            weights = switch_costs(model, c.cost_weighted, input_size).to(self.device) if c.cost_weighted else None
+            kinds = c.cost_weighted if isinstance(c.cost_weighted, tuple) else [c.cost_weighted] * bool(c.cost_weighted)
+            w = [switch_costs(model, kind, input_size).to(self.device) for kind in kinds]
+            weights = None if not w else w[0] if len(w) == 1 else torch.stack(w)  # (K, M): one budget per cost, at β
             self.budget = BudgetLoss(model.num_domains, c.beta, c.lr_lambda, weights).to(self.device)
         if self.method.sharing:
             self.sharing = sharing_loss or make_sharing_loss(c.sharing, c.lambda_ps, c.learnable_lambda_ps, c.lr_lambda_ps)
@@ -222,10 +224,14 @@ class Trainer:
         values["L_PS"] = zero if lps is None else lps.detach()
         record: dict[str, Any] = {"step": self.global_step, "round": self.round}
         if after is not None:
-            for d, tb in enumerate(self.budget.theta_bar(after)):
-                values[f"theta_{d}"] = tb
-            for d, lam in enumerate(self.budget.lam):
-                values[f"lambda_{d}"] = lam
+            thetas, lams = self.budget.theta_bar(after), self.budget.lam
+            if thetas.dim() == 2:  # several costs: θ̄_d is the binding one (the largest), λ_d the total push
+                for k, kind in enumerate(self.config.cost_weighted):
+                    for d in range(len(lams)):
+                        values[f"theta_{d}_{kind}"], values[f"lambda_{d}_{kind}"] = thetas[d, k], lams[d, k]
+                thetas, lams = thetas.amax(dim=1), lams.sum(dim=1)
+            for d, (tb, lam) in enumerate(zip(thetas, lams)):
+                values[f"theta_{d}"], values[f"lambda_{d}"] = tb, lam
             values["intersection"], values["union"] = intersection(after), union(after)
             if isinstance(getattr(self.sharing, "lambda_ps", None), torch.Tensor):
                 values["lambda_ps"] = self.sharing.lambda_ps
