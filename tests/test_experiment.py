@@ -90,7 +90,10 @@ def test_train_prune_evaluate_from_a_configuration(bench, tmp_path, capsys):
         "device": "cpu",
     }
     assert train_from_config(load_config(config)) == 0
-    assert "θ̄ per domain: digits" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "θ̄ per domain: digits" in captured.out
+    assert "ours:" in captured.err and "checkpoint:" not in captured.err  # the bar names the method, not the file
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
     model = load_model(tmp_path / "run" / "model.pt")
     assert model.domain_names == ("digits", "signs")
     assert main(["prune", "--model", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "pruned.pt")]) == 0

@@ -89,6 +89,7 @@ def train_method(
     tag: str | None = None,
     restart: bool = False,
     model_settings: dict | None = None,
+    checkpoint_name: str | None = None,
 ) -> TrainedMethod:
     """Train ``method`` (a name of :data:`~mdlprune.training.methods.METHODS`) on every domain of ``bench``.
 
@@ -96,7 +97,8 @@ def train_method(
     loaded instead of trained again, an interrupted one continues where it stopped; one made with other settings,
     data or backbone is refused, unless ``restart`` (which trains afresh over it). Under ``torchrun`` the
     loaders shard every global batch over the ranks and the BatchNorms synchronise their statistics
-    (:mod:`mdlprune.training.distributed`); the returned models have plain BatchNorms again.
+    (:mod:`mdlprune.training.distributed`); the returned models have plain BatchNorms again. The checkpoint's file
+    is named by ``checkpoint_name``, else by the run (``tag``, else the method, β and seed).
     """
     spec = get_method(method)
     rank = torch.distributed.get_rank() if is_distributed() else 0
@@ -121,7 +123,7 @@ def train_method(
         loaders = [d.loader("train", max(1, per_step), device=device, seed=1000 * config.seed + i, drop_last=True,
                             rank=rank, world_size=world) for i, d in zip(domains, doms)]  # fmt: skip
         suffix = f"-{doms[0].name}" if spec.per_domain_models else ""
-        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{name}{suffix}.pt"
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{checkpoint_name or name}{suffix}.pt"
         if restart and checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
         trainer = Trainer(model, loaders, config, sharing_loss=sharing_loss, checkpoint=checkpoint, identity=identity,
@@ -302,7 +304,8 @@ def train_from_config(cfg: RunConfig, dry_run: bool = False, restart: bool = Fal
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     trained = train_method(train.method, backbone, bench, train, device=info.device, checkpoint_dir=out,
-                           tag="checkpoint", progress=info.is_main, model_settings=dataclasses.asdict(cfg.model))  # fmt: skip
+                           checkpoint_name="checkpoint", progress=info.is_main,
+                           model_settings=dataclasses.asdict(cfg.model))  # fmt: skip
     if not info.is_main:
         return 0
     names = [f"model-{d.name}.pt" for d in bench.targets] if len(trained.models) > 1 else ["model.pt"]
