@@ -3,9 +3,9 @@ specialised model (eager and ONNX Runtime), the limit of its channel counts with
 structural pruning of the single-domain backbone to the same MACs (BatchNorm folded).
 
 Backbones (``--arch``): ``mini`` (the shipped ResNet-26, 32 px), torchvision ``resnet50`` and ``mobilenet_v2``
-(``weights=None``, ``--size`` px). Masks (``--masks``): ``learned`` (the shipped sweep's Ours β = 0.5 run; mini
-only), ``differ`` (random, each domain its own half of every layer's channels: what BA² learns), ``shared``
-(random, one half for all domains). Each model is timed in interleaved rounds against the backbone; a row gives
+(``weights=None``, ``--size`` px). Masks (``--masks``): ``learned`` (the shipped sweep's Ours β = 0.5 run, or
+``--learned``'s; mini only), ``differ`` (random, each domain its own half of every layer's channels: what BA²
+learns), ``shared`` (random, one half for all domains). Each model is timed in interleaved rounds against the backbone; a row gives
 the median ratio and its range.
 
     python benchmarks/deploy_latency.py                                    # mini, batches 1 and 64, 2 threads
@@ -35,6 +35,7 @@ from mdlprune.experiments.export import export_onnx
 from mdlprune.experiments.timing import measure
 from mdlprune.method.convert import find_head
 from mdlprune.method.specialize import ChannelSelect, fold_batchnorms
+from mdlprune.training.checkpoint import load_model
 
 
 class _FirstChannels(nn.Module):
@@ -55,7 +56,7 @@ def dense_limit(plain: nn.Module) -> nn.Module:
     return plain
 
 
-def models(arch: str, masks: str) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
+def models(arch: str, masks: str, learned: Path | None = None) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
     if arch == "mini":
         backbone = load_backbone().eval()
     else:
@@ -66,7 +67,7 @@ def models(arch: str, masks: str) -> tuple[nn.Module, mdlprune.MultiDomainNet]:
     if masks == "learned":
         if arch != "mini":
             raise SystemExit("learned masks exist for the mini backbone only (the shipped sweep)")
-        model, _ = load_trained("ours", 0.5)
+        model = load_model(learned) if learned else load_trained("ours", 0.5)[0]
     else:
         model = mdlprune.to_multidomain(backbone, [10, 40, 16, 25, 20])
         g = torch.Generator().manual_seed(0)
@@ -114,20 +115,26 @@ def main() -> None:
     p.add_argument("--domain", type=int, default=0)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per model")
     p.add_argument("--min-run-time", type=float, default=0.5, help="seconds per model and round")
+    p.add_argument("--learned", type=Path, nargs="+", metavar="MODEL",
+                   help="for --masks learned: the masks of these model files (mdlprune train's model.pt), or 'shipped' "
+                        "(default: the shipped sweep's Ours β = 0.5); the results file is named after their folders")
     p.add_argument("--pad-own-channels", action="store_true",
                    help="prune and specialise with pad_own_channels (grouped layers read their input without a gather)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     d, rows = args.domain, []
     tmp = Path(tempfile.mkdtemp())
-    for arch, masks in ((a, m) for a in args.arch for m in args.masks if a == "mini" or m != "learned"):
+    sources = [None if str(p) == "shipped" else p for p in args.learned] if args.learned else [None]
+    for arch, masks, learned in ((a, m, src) for a in args.arch for m in args.masks if a == "mini" or m != "learned"
+                                 for src in (sources if m == "learned" else [None])):  # fmt: skip
         size = (3, 32, 32) if arch == "mini" else (3, args.size, args.size)
-        backbone, model = models(arch, masks)
+        backbone, model = models(arch, masks, learned)
+        masks = masks if learned is None else f"learned ({learned.resolve().parent.name})"
         own = args.pad_own_channels
         pruned = mdlprune.prune(model, pad_own_channels=own).eval()
         plain = mdlprune.specialize(pruned, d, pad_own_channels=own)
         limit = dense_limit(mdlprune.specialize(pruned, d, pad_own_channels=own))
-        onnx_path = export_onnx(pruned, tmp / f"{arch}-{masks}.onnx", d, image_size=size[-1]).path
+        onnx_path = export_onnx(pruned, tmp / f"{arch}-{len(rows)}.onnx", d, image_size=size[-1]).path
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -159,7 +166,10 @@ def main() -> None:
     print(markdown(rows, list(rows[0])))
     name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
     name += "-pad-own-channels" if args.pad_own_channels else ""
-    print(f"saved {save(name, 'cpu', rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels)}")
+    name += "".join(f"-{p.resolve().parent.name}" for p in sources if p is not None) if "learned" in args.masks else ""
+    learned = [str(p) for p in args.learned] if args.learned else None
+    path = save(name, "cpu", rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels, learned=learned)
+    print(f"saved {path}")
 
 
 if __name__ == "__main__":
