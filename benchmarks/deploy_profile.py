@@ -8,9 +8,13 @@
 4. MobileNetV2 (64 px, deploy_latency.py's masks, domain 0) pruned with grouped padding over channel 0 (the default)
    and over each group's own channels (``pad_own_channels``): Params, MACs executed, and latency against the backbone,
    for the multi-domain model and the model specialised from the trained one (5 interleaved rounds, median and range).
+5. What serving every domain holds in memory (floats, parameters and buffers), with the shipped Ours β = 0.5 masks:
+   the pruned multi-domain model, the per-domain kernel slices its eval passes keep once every domain has run, and
+   one specialised model per domain.
 
     python benchmarks/deploy_profile.py            # 2 threads; needs torch-pruning for part 1
     python benchmarks/deploy_profile.py padding    # part 4 alone
+    python benchmarks/deploy_profile.py memory     # part 5 alone
 """
 
 from __future__ import annotations
@@ -117,13 +121,37 @@ def padding() -> None:
                       f"{held / params:.3f} | {macs / base:.3f} | {statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f}) |")
 
 
+def _floats(model: nn.Module) -> int:
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+
+
+def memory() -> None:
+    backbone, model = models("mini", "learned")
+    pruned = mdlprune.prune(model).eval()
+    with torch.no_grad():
+        for d in range(pruned.num_domains):
+            pruned(torch.randn(2, 3, 32, 32), d)
+    slices = sum(w.numel() for m in pruned.modules() if isinstance(m, mdlprune.PrunedConv2d)
+                 for _, w in m.__dict__.get("_domain_cache", (None, {}))[1].values() if w is not None and w is not m.weight)
+    plain = [_floats(mdlprune.specialize(pruned, d)) for d in range(pruned.num_domains)]
+    base = _floats(backbone)
+    print("| what | floats | / backbone |\n|---|---|---|")
+    for name, n in (("backbone (single domain)", base), ("pruned multi-domain model", _floats(pruned)),
+                    ("its per-domain kernel slices, every domain run once", slices),
+                    (f"{len(plain)} specialised models together", sum(plain))):  # fmt: skip
+        print(f"| {name} | {n:,} | {n / base:.2f} |")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
     if sys.argv[1:] == ["padding"]:
         padding()
+    elif sys.argv[1:] == ["memory"]:
+        memory()
     else:
         stages()
         depthwise()
         specialise_mobilenet()
         padding()
+        memory()
