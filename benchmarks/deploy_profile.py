@@ -10,7 +10,7 @@
    for the multi-domain model and the model specialised from the trained one (5 interleaved rounds, median and range).
 5. What serving every domain holds in memory (floats, parameters and buffers), with the shipped Ours β = 0.5 masks:
    the pruned multi-domain model, the per-domain kernel slices its eval passes keep once every domain has run, and
-   one specialised model per domain.
+   one specialised model per domain; and what keeping the slices saves in time (domain 0, against the backbone).
 
     python benchmarks/deploy_profile.py            # 2 threads; needs torch-pruning for part 1
     python benchmarks/deploy_profile.py padding    # part 4 alone
@@ -140,6 +140,15 @@ def memory() -> None:
                     ("its per-domain kernel slices, every domain run once", slices),
                     (f"{len(plain)} specialised models together", sum(plain))):  # fmt: skip
         print(f"| {name} | {n:,} | {n / base:.2f} |")
+    sliced = mdlprune.keep_domain_kernels(mdlprune.prune(model).eval(), False)
+    print("\n| batch | pruned, slices kept | pruned, sliced every pass |\n|---|---|---|")
+    for batch in (1, 64):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            times = interleaved({"backbone": lambda: backbone(x), "kept": lambda: pruned(x, 0), "per pass": lambda: sliced(x, 0)})
+        ref = statistics.median(times["backbone"])
+        cells = [sorted(v / ref for v in times[k]) for k in ("kept", "per pass")]
+        print(f"| {batch} | " + " | ".join(f"{statistics.median(t):.2f} ({t[0]:.2f}-{t[-1]:.2f})" for t in cells) + " |")
 
 
 if __name__ == "__main__":

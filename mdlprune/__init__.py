@@ -25,7 +25,7 @@ from .method.metrics import param_bits, relative_param_bits, s_o, s_p, s_score
 from .method.convert import to_multidomain
 from .method.multidomain import MultiDomainNet, randomize_switches
 from .method.prune import prune
-from .method.pruned import PrunedConv2d
+from .method.pruned import PrunedConv2d, keep_domain_kernels
 from .method.specialize import specialize
 from .method.switch import SwitchConv2d, binarize
 from .training.checkpoint import load_model, save_model
@@ -47,6 +47,7 @@ __all__ = [
     "UnionLoss",
     "JaccardLoss",
     "PrunedConv2d",
+    "keep_domain_kernels",
     "prune",
     "specialize",
     "count_macs",

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from mdlprune import count_macs, load_model, prune, randomize_switches, save_model, specialize, to_multidomain
+from mdlprune import (PrunedConv2d, count_macs, keep_domain_kernels, load_model, prune, randomize_switches, save_model,
+                      specialize, to_multidomain)
 from mdlprune.experiments.cli import main as cli
 from mdlprune.method.backbones import resnet26
 from mdlprune.method.domain import DomainModule
@@ -222,3 +223,23 @@ def test_a_model_pruned_under_inference_mode_runs_there_and_sees_edits():
         before = pruned(x, 1)
         masked.weight.mul_(2)  # an in-place edit under inference mode (as load_state_dict there would make)
         assert not torch.equal(pruned(x, 1), before)
+
+
+def test_a_model_that_keeps_no_domain_kernels_computes_the_same_and_holds_nothing(tmp_path):
+    """``keep_domain_kernels(model, False)``: every eval pass slices the domain's kernel anew (memory-short devices)."""
+    model = _trained_like(resnet26(10, width=0.25))
+    pruned = prune(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        kept = [pruned(x, d) for d in range(model.num_domains)]
+        assert any("_domain_cache" in m.__dict__ for m in pruned.modules())
+        assert keep_domain_kernels(pruned, False) is pruned
+        assert not any("_domain_cache" in m.__dict__ for m in pruned.modules())  # what was kept is released
+        for d in range(model.num_domains):
+            assert torch.equal(pruned(x, d), kept[d])  # the same kernels, computed per call
+        assert not any("_domain_cache" in m.__dict__ for m in pruned.modules())
+        save_model(pruned, tmp_path / "p.pt")
+        loaded = load_model(tmp_path / "p.pt")  # the choice is part of the saved model
+        assert not any(m.keep_kernels for m in loaded.modules() if isinstance(m, PrunedConv2d))
+        keep_domain_kernels(pruned, True)
+        assert torch.equal(pruned(x, 1), kept[1]) and any("_domain_cache" in m.__dict__ for m in pruned.modules())

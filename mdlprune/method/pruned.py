@@ -10,7 +10,7 @@ import torch.nn as nn
 from .domain import DomainModule
 from .switch import SwitchConv2d, conv2d, kernel_mask
 
-__all__ = ["PrunedConv2d"]
+__all__ = ["PrunedConv2d", "keep_domain_kernels"]
 
 
 class PrunedConv2d(DomainModule):
@@ -33,6 +33,7 @@ class PrunedConv2d(DomainModule):
     """
 
     groups: int = 1  # (the default of models saved before grouped convolutions could be pruned)
+    keep_kernels: bool = True  # keep each domain's eval kernel between passes (keep_domain_kernels)
 
     def __init__(
         self,
@@ -85,13 +86,14 @@ class PrunedConv2d(DomainModule):
         channels ``d`` switches on and convolves them with those kernel slices (``(None, None)`` if there are none),
         so it computes only what the domain needs; a grouped one keeps the masked kernel. Either is kept per domain
         until the kernel or the masks change (moved, cast, edited or replaced); not at all for a kernel or masks made
-        under ``torch.inference_mode``, whose in-place edits torch does not count."""
+        under ``torch.inference_mode``, whose in-place edits torch does not count, nor after
+        :func:`keep_domain_kernels` ``(model, False)``."""
         w, masks = self.weight, self.domain_masks
         if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
                 or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
             return self.in_index, w * kernel_mask(masks[d].to(w.dtype), self.groups, w.shape[0])
-        if w.is_inference() or masks.is_inference():  # made under inference mode: in-place edits are not counted,
-            return self._kernel_for(d)  # so nothing is kept
+        if not self.keep_kernels or w.is_inference() or masks.is_inference():  # (under inference mode, in-place
+            return self._kernel_for(d)  # edits are not counted): computed per call, nothing kept
         identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
         cache = self.__dict__.get("_domain_cache")
         if cache is None or cache[0] != identity:  # a new kernel or new masks: drop every domain's kernel
@@ -142,3 +144,16 @@ class PrunedConv2d(DomainModule):
         if self.domain_masks is not None:
             s += f", per-domain masks {tuple(self.domain_masks.shape)}"
         return s
+
+
+def keep_domain_kernels(model: nn.Module, keep: bool = True) -> nn.Module:
+    """Whether the pruned layers of ``model`` keep each domain's eval kernel between passes (the default) or
+    compute it on every pass. Keeping is faster; what it holds, once every domain has run, can exceed the pruned
+    weights several times over (1.76 × the backbone's floats on the mini backbone, against the pruned model's
+    0.56: benchmarks/RESULTS.md), so a device short of memory turns it off. Returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, PrunedConv2d):
+            m.keep_kernels = bool(keep)
+            if not keep:
+                m.__dict__.pop("_domain_cache", None)
+    return model
