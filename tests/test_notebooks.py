@@ -80,6 +80,34 @@ def test_markdown_has_no_control_characters():
             assert not bad, f"{path.name} cell {k}: control characters {bad}"
 
 
+def test_every_package_name_the_course_mentions_exists():
+    """A dotted ``mdlprune.…`` name in a notebook's markdown or in the docs resolves (a moved function's old
+    address would send a student to nothing)."""
+    import importlib
+
+    texts = {p.name: "\n".join(source(c) for c in cells(p) if c["cell_type"] == "markdown") for p in NOTEBOOKS}
+    texts.update({str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md",
+                                                  *(ROOT / "docs").glob("*.md"))})
+    missing = []
+    for name, text in texts.items():
+        for dotted in sorted(set(re.findall(r"\bmdlprune(?:\.[A-Za-z_]\w*)+", text))):
+            parts = dotted.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[cut:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    missing.append(f"{name}: {dotted}")
+                break
+            else:
+                missing.append(f"{name}: {dotted}")
+    assert not missing, missing
+
+
 def _math_is_balanced(text: str) -> bool:
     """Display math ``$$`` comes in pairs, and so does inline ``$`` outside it (code spans and escaped ``\\$``
     aside)."""
