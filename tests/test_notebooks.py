@@ -86,8 +86,8 @@ def test_every_package_name_the_course_mentions_exists():
     import importlib
 
     texts = {p.name: "\n".join(source(c) for c in cells(p) if c["cell_type"] == "markdown") for p in NOTEBOOKS}
-    texts.update({str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md",
-                                                  *(ROOT / "docs").glob("*.md"))})
+    docs = (ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md", *(ROOT / "docs").glob("*.md"))
+    texts.update({str(p.relative_to(ROOT)): p.read_text() for p in docs})
     missing = []
     for name, text in texts.items():
         for dotted in sorted(set(re.findall(r"\bmdlprune(?:\.[A-Za-z_]\w*)+", text))):
