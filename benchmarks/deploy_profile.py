@@ -138,7 +138,8 @@ def memory() -> None:
     print("| what | floats | / backbone |\n|---|---|---|")
     for name, n in (("backbone (single domain)", base), ("pruned multi-domain model", _floats(pruned)),
                     ("its per-domain kernel slices, every domain run once", slices),
-                    (f"{len(plain)} specialised models together", sum(plain))):  # fmt: skip
+                    ("pruned model and its slices: what serving every domain holds", _floats(pruned) + slices),
+                    (f"{len(plain)} specialised models together (BatchNorm folded)", sum(plain))):  # fmt: skip
         print(f"| {name} | {n:,} | {n / base:.2f} |")
     sliced = mdlprune.keep_domain_kernels(mdlprune.prune(model).eval(), False)
     print("\n| batch | pruned, slices kept | pruned, sliced every pass |\n|---|---|---|")
@@ -148,7 +149,7 @@ def memory() -> None:
             times = interleaved({"backbone": lambda: backbone(x), "kept": lambda: pruned(x, 0), "per pass": lambda: sliced(x, 0)})
         ref = statistics.median(times["backbone"])
         cells = [sorted(v / ref for v in times[k]) for k in ("kept", "per pass")]
-        print(f"| {batch} | " + " | ".join(f"{statistics.median(t):.2f} ({t[0]:.2f}-{t[-1]:.2f})" for t in cells) + " |")
+        print(f"| {batch} | " + " | ".join(f"{statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f})" for t in cells) + " |")
 
 
 if __name__ == "__main__":

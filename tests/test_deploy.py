@@ -240,6 +240,6 @@ def test_a_model_that_keeps_no_domain_kernels_computes_the_same_and_holds_nothin
         assert not any("_domain_cache" in m.__dict__ for m in pruned.modules())
         save_model(pruned, tmp_path / "p.pt")
         loaded = load_model(tmp_path / "p.pt")  # the choice is part of the saved model
-        assert not any(m.keep_kernels for m in loaded.modules() if isinstance(m, PrunedConv2d))
+        assert not any(m.keep_domain_kernels for m in loaded.modules() if isinstance(m, PrunedConv2d))
         keep_domain_kernels(pruned, True)
         assert torch.equal(pruned(x, 1), kept[1]) and any("_domain_cache" in m.__dict__ for m in pruned.modules())

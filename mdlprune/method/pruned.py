@@ -22,8 +22,9 @@ class PrunedConv2d(DomainModule):
     that still differ between domains.
 
     In an eval pass (no autograd) an ungrouped layer with per-domain masks convolves only the channels the domain
-    uses: it gathers them and keeps those kernel slices per domain (:meth:`_domain_kernel`), so a domain's pass costs
-    what that domain needs, not the union. Under autograd the mask is multiplied into the kernel instead.
+    uses: it gathers them and keeps those kernel slices per domain (:meth:`_domain_kernel`; :func:`keep_domain_kernels`
+    turns the keeping off), so a domain's pass costs what that domain needs, not the union. Under autograd the mask
+    is multiplied into the kernel instead.
 
     A grouped convolution keeps, in each group, the channels some domain feeds it; groups keep equally many: the
     kernel of a group that keeps fewer is padded with zeros over channel 0 of its input (or, pruned with
@@ -33,7 +34,7 @@ class PrunedConv2d(DomainModule):
     """
 
     groups: int = 1  # (the default of models saved before grouped convolutions could be pruned)
-    keep_kernels: bool = True  # keep each domain's eval kernel between passes (keep_domain_kernels)
+    keep_domain_kernels: bool = True  # keep each domain's eval kernel between passes (see keep_domain_kernels)
 
     def __init__(
         self,
@@ -92,7 +93,7 @@ class PrunedConv2d(DomainModule):
         if ((torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling()
                 or torch.compiler.is_exporting() or torch.jit.is_tracing()):  # fmt: skip
             return self.in_index, w * kernel_mask(masks[d].to(w.dtype), self.groups, w.shape[0])
-        if not self.keep_kernels or w.is_inference() or masks.is_inference():  # (under inference mode, in-place
+        if not self.keep_domain_kernels or w.is_inference() or masks.is_inference():  # (under inference mode, in-place
             return self._kernel_for(d)  # edits are not counted): computed per call, nothing kept
         identity = (w.data_ptr(), w._version, w.dtype, w.device, masks.data_ptr(), masks._version)
         cache = self.__dict__.get("_domain_cache")
@@ -146,14 +147,15 @@ class PrunedConv2d(DomainModule):
         return s
 
 
-def keep_domain_kernels(model: nn.Module, keep: bool = True) -> nn.Module:
-    """Whether the pruned layers of ``model`` keep each domain's eval kernel between passes (the default) or
-    compute it on every pass. Keeping is faster; what it holds, once every domain has run, can exceed the pruned
-    weights several times over (1.76 × the backbone's floats on the mini backbone, against the pruned model's
-    0.56: benchmarks/RESULTS.md), so a device short of memory turns it off. Returns ``model``."""
+def keep_domain_kernels(model: nn.Module, keep: bool) -> nn.Module:
+    """Whether the pruned layers of ``model`` keep each domain's eval kernel between passes (what :func:`prune`
+    builds) or compute it on every pass. Keeping is faster; what it holds once every domain has run can be several
+    times the pruned model itself (on the mini backbone 1.76 × the backbone's floats, against the pruned model's
+    0.56: benchmarks/RESULTS.md), so a device short of memory turns it off. The choice is an attribute of the
+    layers, saved with the model (:func:`~mdlprune.save_model`), not part of its ``state_dict``. Returns ``model``."""
     for m in model.modules():
         if isinstance(m, PrunedConv2d):
-            m.keep_kernels = bool(keep)
+            m.keep_domain_kernels = bool(keep)
             if not keep:
                 m.__dict__.pop("_domain_cache", None)
     return model
