@@ -12,8 +12,8 @@ import torchvision
 from helpers import perturb_batchnorms
 from torch.utils.flop_counter import FlopCounterMode
 
-from mdlprune import (count_macs, executed_macs, needed_macs, param_bits, prune, randomize_switches, specialize,
-                      to_multidomain)  # fmt: skip
+from mdlprune import (count_macs, executed_macs, keep_domain_kernels, needed_macs, param_bits, prune,
+                      randomize_switches, specialize, to_multidomain)  # fmt: skip
 from mdlprune.method.pruned import PrunedConv2d
 from mdlprune.method.specialize import _one_domain
 
@@ -161,6 +161,27 @@ def test_a_grouped_conv_keeps_equal_groups_and_stays_exact():
     for d in range(3):  # the grouped layer needs what it needed before pruning (padding slots are not counted)
         needed = [count_macs(m, (3, 6, 6), d, by_layer=True)[1]["2"] for m in (model, pruned)]
         assert needed[0] == needed[1] == 36 * 2 * [3, 2, 2][d] * 9
+
+
+def test_a_grouped_layer_that_keeps_no_domain_kernels_computes_the_same():
+    """``keep_domain_kernels(model, False)`` on a grouped layer (masked kernel per domain): the same outputs, per call,
+    nothing kept, in eval and in inference mode."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1, groups=2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))  # fmt: skip
+    model = randomize_switches(to_multidomain(net, [3, 3, 3]).eval(), keep=0.5, seed=2)
+    pruned = prune(model)
+    layer = pruned.backbone[2]
+    assert layer.groups == 2 and layer.domain_masks is not None
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        kept = [pruned(x, d) for d in range(3)]
+    keep_domain_kernels(pruned, False)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            for d in range(3):
+                assert torch.equal(pruned(x, d), kept[d])
+                torch.testing.assert_close(pruned(x, d), model(x, d), rtol=0, atol=1e-6)
+    assert "_domain_cache" not in layer.__dict__
 
 
 def test_padding_with_own_channels_reads_grouped_inputs_without_a_gather():
