@@ -64,9 +64,7 @@ COSTS = ("switches", "params", "macs")
 def _costs(value):
     """``train.cost_weighted`` in its one form: None (θ̄ counts switches: the papers' budget), one cost
     (``"params"`` or ``"macs"``), or a tuple of two or three distinct costs, each under the same β (METHOD §3)."""
-    many = isinstance(value, (list, tuple))
-    kinds = list(value) if many else [value]
-    kinds = ["switches" if k is None else k for k in kinds]
+    kinds = ["switches" if k is None else k for k in (value if isinstance(value, (list, tuple)) else [value])]
     if not kinds or any(k not in COSTS for k in kinds) or len(set(kinds)) != len(kinds):
         raise ValueError(f"cost_weighted must be None, 'params', 'macs' or a list of distinct costs from {list(COSTS)} "
                          f"(e.g. [switches, macs]: a budget on each), got {value!r}")  # fmt: skip
