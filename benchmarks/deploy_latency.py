@@ -10,6 +10,11 @@ the median ratio and its range.
 
     python benchmarks/deploy_latency.py                                    # mini, batches 1 and 64, 2 threads
     python benchmarks/deploy_latency.py --arch resnet50 mobilenet_v2 --masks differ shared --size 64
+    python benchmarks/deploy_latency.py --device cuda --batches 1 64 256 --dtype bf16 --channels-last
+
+On CUDA the times are CUDA events (``measure``); the ONNX Runtime row runs only where ONNX Runtime has a provider for
+the device (on CUDA, its ``CUDAExecutionProvider``). ``--dtype``/``--channels-last`` convert every PyTorch model and
+the input (the ONNX file is exported in float32).
 
 The "dense limit" is the specialised model with every channel gather replaced by a slice of the first channels
 (no copy): the same convolutions and channel counts, the cost of the representation removed. It computes another
@@ -36,6 +41,9 @@ from mdlprune.experiments.timing import measure
 from mdlprune.method.convert import find_head
 from mdlprune.method.specialize import ChannelSelect, fold_batchnorms
 from mdlprune.training.checkpoint import load_model
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _FirstChannels(nn.Module):
@@ -112,6 +120,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="image size of the torchvision backbones (mini: 32)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="the PyTorch models' and input's dtype")
+    p.add_argument("--channels-last", action="store_true", help="the PyTorch models and input in channels_last")
     p.add_argument("--domain", type=int, default=0)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per model")
     p.add_argument("--min-run-time", type=float, default=0.5, help="seconds per model and round")
@@ -122,6 +133,8 @@ def main() -> None:
                    help="prune and specialise with pad_own_channels (grouped layers read their input without a gather)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    dev, dtype = torch.device(args.device), DTYPES[args.dtype]
+    fmt = torch.channels_last if args.channels_last else torch.preserve_format
     d, rows = args.domain, []
     tmp = Path(tempfile.mkdtemp())
     sources = [None if str(p) == "shipped" else p for p in args.learned] if args.learned else [None]
@@ -134,29 +147,36 @@ def main() -> None:
         pruned = mdlprune.prune(model, pad_own_channels=own).eval()
         plain = mdlprune.specialize(pruned, d, pad_own_channels=own)
         limit = dense_limit(mdlprune.specialize(pruned, d, pad_own_channels=own))
-        onnx_path = export_onnx(pruned, tmp / f"{arch}-{len(rows)}.onnx", d, image_size=size[-1]).path
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        feed = session.get_inputs()[0].name
+        provider = "CPUExecutionProvider" if dev.type == "cpu" else "CUDAExecutionProvider"
+        session = None
+        if provider in ort.get_available_providers():
+            onnx_path = export_onnx(pruned, tmp / f"{arch}-{len(rows)}.onnx", d, image_size=size[-1]).path
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+            session = ort.InferenceSession(str(onnx_path), options, providers=[provider])
+            feed = session.get_inputs()[0].name
         base_macs = mdlprune.count_macs(backbone, size)
         macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.executed_macs(pruned, size, d) / base_macs,
                 "specialised": mdlprune.count_macs(plain, size) / base_macs}  # fmt: skip
         macs.update({"specialised, ONNX Runtime": macs["specialised"], "dense limit": macs["specialised"]})
         tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
+        backbone, pruned, plain, limit, tp_model = (m.to(dev, dtype, memory_format=fmt)
+                                                    for m in (backbone, pruned, plain, limit, tp_model))  # fmt: skip
         for batch in args.batches:
-            x = torch.randn(batch, *size)
-            xn = x.numpy()
+            x = torch.randn(batch, *size).to(dev, dtype, memory_format=fmt)
             runs = {"backbone": lambda: backbone(x), "pruned (all domains)": lambda: pruned(x, d),
-                    "specialised": lambda: plain(x), "specialised, ONNX Runtime": lambda: session.run(None, {feed: xn}),
-                    "dense limit": lambda: limit(x), "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
+                    "specialised": lambda: plain(x), "dense limit": lambda: limit(x),
+                    "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
+            if session is not None:
+                xn = torch.randn(batch, *size).numpy()
+                runs["specialised, ONNX Runtime"] = lambda: session.run(None, {feed: xn})
             times: dict[str, list[float]] = {k: [] for k in runs}
             with torch.no_grad():
                 for _ in range(args.rounds):  # interleaved: machine drifts hit every model alike
                     for name, fn in runs.items():
-                        times[name].append(measure(fn, "cpu", args.threads, args.min_run_time).median_ms)
+                        times[name].append(measure(fn, dev, args.threads, args.min_run_time).median_ms)
             for name in runs:
                 ratios = sorted(t / b for t, b in zip(times[name], times["backbone"]))
                 rows.append({"arch": arch, "masks": masks, "batch": batch, "model": name, "MAC ratio": macs[name],
@@ -166,9 +186,11 @@ def main() -> None:
     print(markdown(rows, list(rows[0])))
     name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
     name += "-pad-own-channels" if args.pad_own_channels else ""
+    name += ("" if args.dtype == "fp32" else f"-{args.dtype}") + ("-channels-last" if args.channels_last else "")
     name += "".join(f"-{p.resolve().parent.name}" for p in sources if p is not None) if "learned" in args.masks else ""
     learned = [str(p) for p in args.learned] if args.learned else None
-    path = save(name, "cpu", rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels, learned=learned)
+    path = save(name, args.device, rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels,
+                learned=learned, dtype=args.dtype, channels_last=args.channels_last)  # fmt: skip
     print(f"saved {path}")
 
 

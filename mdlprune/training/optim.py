@@ -30,24 +30,32 @@ class LazyAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step over all parameters of a group at once (``torch._foreach_*``: a few fused kernels on CUDA
+        instead of a score per parameter); the arithmetic is the per-element Adam update of the class docstring."""
         loss = None if closure is None else closure()
         for group in self.param_groups:
             b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["steps"] = torch.zeros_like(p)
-                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["steps"]
-                touched = g != 0
-                t.add_(touched.to(t.dtype))
-                m.copy_(torch.where(touched, b1 * m + (1 - b1) * g, m))
-                v.copy_(torch.where(touched, b2 * v + (1 - b2) * g * g, v))
-                tc = t.clamp(min=1)
-                update = (m / (1 - b1**tc)) / ((v / (1 - b2**tc)).sqrt() + group["eps"])
-                p.sub_(torch.where(touched, group["lr"] * update, torch.zeros_like(update)))
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p),
+                                         steps=torch.zeros_like(p))  # fmt: skip
+            m, v, t = ([self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq", "steps"))
+            g = [p.grad for p in params]
+            touched = [gi != 0 for gi in g]
+            on = [x.to(ti.dtype) for x, ti in zip(touched, t)]  # 1.0 where touched, else 0.0
+            torch._foreach_add_(t, on)
+            m_new = torch._foreach_add(torch._foreach_mul(m, b1), torch._foreach_mul(g, 1 - b1))
+            v_new = torch._foreach_add(torch._foreach_mul(v, b2), torch._foreach_mul(torch._foreach_mul(g, 1 - b2), g))
+            for x, mi, mn, vi, vn in zip(touched, m, m_new, v, v_new):
+                mi.copy_(torch.where(x, mn, mi))
+                vi.copy_(torch.where(x, vn, vi))
+            tc = torch._foreach_clamp_min(t, 1)
+            c1 = torch._foreach_add(torch._foreach_neg(torch._foreach_pow(b1, tc)), 1)  # 1 − β1^t
+            c2 = torch._foreach_add(torch._foreach_neg(torch._foreach_pow(b2, tc)), 1)
+            denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(v, c2)), group["eps"])
+            update = torch._foreach_mul(torch._foreach_div(torch._foreach_div(m, c1), denom), group["lr"])
+            torch._foreach_sub_(params, torch._foreach_mul(update, on))  # untouched elements: p − 0
         return loss
