@@ -1,5 +1,6 @@
 """One domain's model for a device: ``specialize`` (exact, smaller, plain torch.nn) and the ONNX export."""
 
+import copy
 import importlib.util
 
 import pytest
@@ -54,6 +55,26 @@ def test_specialized_model_equals_the_multi_domain_model_on_every_domain(arch):
         left = [n for n, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)]
         assert left == (["bn_final"] if arch == "resnet26" else [])
         assert not plain.training and not any(p.requires_grad for p in plain.parameters())
+
+
+def test_channels_last_models_compute_the_same_and_their_gathers_keep_the_format():
+    """A GPU serves convolutions fastest in channels_last; a gather that returned NCHW would make every next
+    convolution copy its input back. Pruned and specialised models, converted, give the same outputs."""
+    torch.manual_seed(0)
+    pruned = prune(_trained_like(resnet26(10, width=0.25))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    seen = []
+    for d in range(3):
+        plain = specialize(pruned, d)
+        want_plain, want_pruned = plain(x), pruned(x, d)
+        cl = torch.channels_last
+        for m in plain.modules():
+            if isinstance(m, ChannelSelect):
+                m.register_forward_hook(lambda mod, inp, out: seen.append(out.is_contiguous(memory_format=cl)))
+        with torch.no_grad():
+            _assert_same(plain.to(memory_format=cl)(x.to(memory_format=cl)), want_plain)
+            _assert_same(copy.deepcopy(pruned).to(memory_format=cl)(x.to(memory_format=cl), d), want_pruned)
+    assert seen and all(seen)
 
 
 def test_specialized_model_executes_only_its_domains_channels():

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .domain import DomainModule
-from .switch import SwitchConv2d, conv2d, kernel_mask
+from .switch import SwitchConv2d, conv2d, kernel_mask, select_channels
 
 __all__ = ["PrunedConv2d", "keep_domain_kernels"]
 
@@ -76,7 +76,7 @@ class PrunedConv2d(DomainModule):
             if w is None:  # the domain reads none of the kept channels
                 return self._bias_only(x)
         if index is not None:
-            x = x.index_select(1, index)
+            x = select_channels(x, index)
         return conv2d(self, x, w, self.bias)
 
     def _domain_kernel(self, d: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -39,7 +39,7 @@ from .domain import DomainBatchNorm2d, DomainHeads, DomainModule
 from .multidomain import MultiDomainNet
 from .prune import prune
 from .pruned import PrunedConv2d
-from .switch import SwitchConv2d, kernel_mask
+from .switch import SwitchConv2d, kernel_mask, select_channels
 
 __all__ = ["ChannelSelect", "specialize", "fold_batchnorms"]
 
@@ -53,7 +53,7 @@ class ChannelSelect(nn.Module):
         self.register_buffer("index", index.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(1, self.index)
+        return select_channels(x, self.index)
 
     def extra_repr(self) -> str:
         return f"{len(self.index)} channels gathered from {self.incoming_channels}"

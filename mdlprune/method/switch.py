@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .domain import DomainModule
 
-__all__ = ["SwitchConv2d", "binarize", "conv2d", "kernel_mask"]
+__all__ = ["SwitchConv2d", "binarize", "conv2d", "kernel_mask", "select_channels"]
 
 
 class _BinarizeSTE(torch.autograd.Function):
@@ -55,6 +55,15 @@ def conv2d(conv, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
         return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, index]``, the input gather of the pruned and specialised layers, in ``x``'s memory format: a
+    ``channels_last`` batch is gathered along its innermost dimension and stays ``channels_last`` (``index_select``
+    on dimension 1 would return it in NCHW order, and the next convolution would copy it back)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
+    return x.index_select(1, index)
 
 
 def kernel_mask(b: torch.Tensor, groups: int, out_channels: int) -> torch.Tensor:
