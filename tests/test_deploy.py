@@ -77,8 +77,14 @@ def test_channels_last_models_compute_the_same_and_their_gathers_keep_the_format
     assert seen and all(seen)
 
 
-def test_specialized_model_executes_only_its_domains_channels():
-    model = _trained_like(resnet26(10, width=0.25), keep=0.5)
+def _mobile_net():
+    torch.manual_seed(0)
+    return torchvision.models.mobilenet_v2(weights=None, width_mult=0.5)
+
+
+@pytest.mark.parametrize("make", [lambda: resnet26(10, width=0.25), _mobile_net], ids=["resnet26", "mobilenet_v2"])
+def test_specialized_model_executes_only_its_domains_channels(make):
+    model = _trained_like(make(), keep=0.5)
     pruned = prune(model)
     size = (3, 32, 32)
     for d in range(len(DOMAINS)):
@@ -87,6 +93,11 @@ def test_specialized_model_executes_only_its_domains_channels():
         assert executed <= count_macs(model, size, d)  # what the domain needs (dependency-aware: even less)
         assert executed < count_macs(pruned, size, d, mask_aware=False)  # what the multi-domain model executes
         assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in pruned.parameters())
+        # plain torch.nn that torch.fx traces (quantisation and other tools; pruning traces through its gathers)
+        x = torch.randn(2, *size)
+        _assert_same(torch.fx.symbolic_trace(plain)(x), plain(x))
+    if isinstance(model.backbone, torchvision.models.MobileNetV2):
+        return
     # gathers only where a residual stream is read: a block's second conv reads its pruned first conv directly
     plain = specialize(pruned, 0)
     assert not isinstance(plain.layer1[0].conv2, nn.Sequential)

@@ -44,6 +44,11 @@ from .switch import SwitchConv2d, kernel_mask, select_channels
 __all__ = ["ChannelSelect", "specialize", "fold_batchnorms"]
 
 
+# a leaf of torch.fx traces (pruning's dependency analysis traces through ChannelSelect): it branches on the memory
+# format, which a trace cannot see; as an unknown function it is read as "reads every channel"
+fx.wrap("select_channels")
+
+
 class ChannelSelect(nn.Module):
     """``x[:, index]``: the channels of a residual stream that the next convolution reads."""
 
