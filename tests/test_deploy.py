@@ -96,7 +96,9 @@ def test_specialized_model_executes_only_its_domains_channels(make):
         # plain torch.nn that torch.fx traces (quantisation and other tools; pruning traces through its gathers)
         x = torch.randn(2, *size)
         _assert_same(torch.fx.symbolic_trace(plain)(x), plain(x))
-    if isinstance(model.backbone, torchvision.models.MobileNetV2):
+    if isinstance(model.backbone, torchvision.models.MobileNetV2):  # one gather before a depthwise conv, not two
+        assert not any(isinstance(m, nn.Sequential) and isinstance(m[0], ChannelSelect) and isinstance(m[1], nn.Sequential)
+                       for m in plain.modules())  # fmt: skip
         return
     # gathers only where a residual stream is read: a block's second conv reads its pruned first conv directly
     plain = specialize(pruned, 0)

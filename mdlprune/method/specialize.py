@@ -79,7 +79,7 @@ def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = 
         raise TypeError(f"specialize expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
     d = model.domain_index(domain)
     one = _one_domain(model, d)
-    plain = _plain(prune(one, pad_own_channels=pad_own_channels).backbone).eval().requires_grad_(False)
+    plain = _merge_gathers(_plain(prune(one, pad_own_channels=pad_own_channels).backbone)).eval().requires_grad_(False)
     return fold_batchnorms(plain) if fold_batchnorm else plain
 
 
@@ -140,6 +140,18 @@ def _plain(backbone: nn.Module) -> nn.Module:
             backbone.set_submodule(name, m.bns[0])
         elif isinstance(m, DomainHeads):
             backbone.set_submodule(name, m.heads[0])
+    return backbone
+
+
+def _merge_gathers(backbone: nn.Module) -> nn.Module:
+    """One gather where two follow each other (the channels a grouped layer reads, then pruning's own selection of
+    them): ``ChannelSelect(a)`` then ``ChannelSelect(b)`` is ``ChannelSelect(a[b])``, exactly, without the
+    intermediate tensor (in place)."""
+    for name, m in list(backbone.named_modules()):
+        if (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], ChannelSelect)
+                and isinstance(m[1], nn.Sequential) and len(m[1]) == 2 and isinstance(m[1][0], ChannelSelect)):  # fmt: skip
+            a, (b, conv) = m[0], m[1]
+            backbone.set_submodule(name, nn.Sequential(ChannelSelect(a.index[b.index], a.incoming_channels), conv))
     return backbone
 
 
