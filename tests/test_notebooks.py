@@ -108,6 +108,23 @@ def test_every_package_name_the_course_mentions_exists():
     assert not missing, missing
 
 
+def test_the_source_a_notebook_shows_is_the_package_source():
+    """``show_source(...)`` prints the package's code; the committed output must be that code today, not the code of
+    the commit the notebook was last built at (a student reads the output on GitHub without running anything)."""
+    package = "\n".join(p.read_text() for p in (ROOT / "mdlprune").rglob("*.py"))
+    stale = []
+    for path in NOTEBOOKS:
+        for cell in cells(path):
+            if cell["cell_type"] != "code" or "show_source(" not in source(cell):
+                continue
+            for out in cell.get("outputs", []):
+                text = out.get("data", {}).get("text/plain") or out.get("text")
+                text = "".join(text) if isinstance(text, list) else text
+                if text and text.strip() and text.strip() not in package:
+                    stale.append(f"{path.name}: {text.strip().splitlines()[0][:80]}")
+    assert not stale, f"rebuild these notebooks (scripts/build_notebooks.py): {stale}"
+
+
 def _math_is_balanced(text: str) -> bool:
     """Display math ``$$`` comes in pairs, and so does inline ``$`` outside it (code spans and escaped ``\\$``
     aside)."""
