@@ -91,6 +91,7 @@ def test_budget_is_met_and_logged():
     assert max(lambdas) > 0 and steps == sorted(steps) and len(history) == 6 * (6 + 6)
     fig = history.plot("all", beta=0.4)
     assert [ax.get_xlabel() for ax in fig.axes] == ["training step"] * 4
+    assert fig.axes[1].get_ylabel() == "θ̄_d (fraction of switches on)"
 
 
 def test_a_budget_on_switches_and_macs_meets_both():
@@ -110,6 +111,12 @@ def test_a_budget_on_switches_and_macs_meets_both():
     assert last["theta_0_macs"] == pytest.approx(float(by_macs[0]))
     assert last["theta_0"] == pytest.approx(max(float(by_switches[0]), float(by_macs[0])))  # the binding one
     assert last["lambda_0"] == pytest.approx(last["lambda_0_switches"] + last["lambda_0_macs"])
+    # the plot says what θ̄ counts, also for the history of a checkpoint
+    restored = type(history).from_state_dict(history.state_dict())
+    for h in (history, restored, restored.thinned(10)):
+        assert h.plot("budget").axes[0].get_ylabel() == "θ̄_d (largest of its switches / macs fractions)"
+    one = type(history)(["a"], [{"step": 1, "theta_0": 0.5, "lambda_0": 0.1}], budget_cost="macs")
+    assert one.plot("budget").axes[0].get_ylabel() == "θ̄_d (macs-weighted fraction on)"
 
 
 def test_ba2_has_no_sharing_loss_and_ours_has_it():

@@ -20,11 +20,15 @@ class History:
     ``intersection`` and ``union`` (in switches), and the learning rates. θ̄ is cost-weighted when the budget is
     (``train.cost_weighted``); with several costs, ``theta_<d>`` is the largest of the domain's fractions and
     ``lambda_<d>`` the sum of its multipliers, each cost's own logged as ``theta_<d>_<cost>``, ``lambda_<d>_<cost>``.
+    ``budget_cost`` names what θ̄ counts (``None``: switches; ``"macs"``, ``"params"``, or several), for the plots.
     """
 
-    def __init__(self, domain_names: Sequence[str] = (), records: list[dict] | None = None):
+    def __init__(self, domain_names: Sequence[str] = (), records: list[dict] | None = None,
+                 budget_cost: str | Sequence[str] | None = None):  # fmt: skip
         self.domain_names = list(domain_names)
         self.records: list[dict[str, Any]] = records or []
+        costs = [budget_cost] if isinstance(budget_cost, str) else list(budget_cost or [])
+        self.budget_cost: list[str] | None = None if costs in ([], ["switches"]) else costs
 
     def log(self, **values: Any) -> None:
         self.records.append(values)
@@ -72,14 +76,14 @@ class History:
         keep = self.records[::k]
         if self.records and keep[-1] is not self.records[-1]:
             keep.append(self.records[-1])
-        return History(self.domain_names, [dict(r) for r in keep])
+        return History(self.domain_names, [dict(r) for r in keep], self.budget_cost)
 
     def state_dict(self) -> dict:
-        return {"domain_names": self.domain_names, "records": self.records}
+        return {"domain_names": self.domain_names, "records": self.records, "budget_cost": self.budget_cost}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "History":
-        return cls(state["domain_names"], list(state["records"]))
+        return cls(state["domain_names"], list(state["records"]), state.get("budget_cost"))  # (older: switches)
 
     # -- plots -------------------------------------------------------------------------------------------
     def plot(self, what: str = "all", beta: float | None = None, axes=None):
@@ -131,7 +135,9 @@ class History:
         if beta is not None:
             ax_t.axhline(beta, color="k", ls="--", lw=1, label="β")
         ax_t.set_xlabel("training step")
-        ax_t.set_ylabel("θ̄_d (fraction of switches on)")
+        costs = self.budget_cost
+        ax_t.set_ylabel("θ̄_d (fraction of switches on)" if not costs else f"θ̄_d ({costs[0]}-weighted fraction on)"
+                        if len(costs) == 1 else f"θ̄_d (largest of its {' / '.join(costs)} fractions)")  # fmt: skip
         ax_t.set_title("budget: θ̄_d per domain")
         ax_t.legend(fontsize=7)
         ax_l.set_xlabel("training step")

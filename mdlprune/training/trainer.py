@@ -135,7 +135,7 @@ class Trainer:
         self._fit_start: float | None = None
         self.steps_run = 0  # steps trained by this process (0: the run was loaded finished)
         self.calibrated = False
-        self.history = History(model.domain_names)
+        self.history = History(model.domain_names, budget_cost=c.cost_weighted if self.method.switches else None)
         self.log = StepLog(self.history, self.world_size)
 
     # -- set-up ------------------------------------------------------------------------------------------
