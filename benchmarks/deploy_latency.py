@@ -2,6 +2,9 @@
 specialised model (eager and ONNX Runtime), the limit of its channel counts without gathers, and Torch-Pruning's
 structural pruning of the single-domain backbone to the same MACs (BatchNorm folded).
 
+"pruned, domain models kept" is the multi-domain model with :func:`mdlprune.keep_domain_models` on (its eval passes
+run the domain's specialised model).
+
 Backbones (``--arch``): ``mini`` (the shipped ResNet-26, 32 px), torchvision ``resnet50`` and ``mobilenet_v2``
 (``weights=None``, ``--size`` px). Masks (``--masks``): ``learned`` (the shipped sweep's Ours β = 0.5 run, or
 ``--learned``'s; mini only), ``differ`` (random, each domain its own half of every layer's channels: what BA²
@@ -129,6 +132,7 @@ def main() -> None:
     p.add_argument("--learned", type=Path, nargs="+", metavar="MODEL",
                    help="for --masks learned: the masks of these model files (mdlprune train's model.pt), or 'shipped' "
                         "(default: the shipped sweep's Ours β = 0.5); the results file is named after their folders")
+    p.add_argument("--name", default="", help="appended to the results file's name (a run beside an earlier one)")
     p.add_argument("--pad-own-channels", action="store_true",
                    help="prune and specialise with pad_own_channels (grouped layers read their input without a gather)")
     args = p.parse_args()
@@ -146,6 +150,7 @@ def main() -> None:
         own = args.pad_own_channels
         pruned = mdlprune.prune(model, pad_own_channels=own).eval()
         plain = mdlprune.specialize(pruned, d, pad_own_channels=own)
+        served = mdlprune.keep_domain_models(copy.deepcopy(pruned), True)  # the multi-domain model, opted in
         limit = dense_limit(mdlprune.specialize(pruned, d, pad_own_channels=own))
         import onnxruntime as ort
 
@@ -159,15 +164,16 @@ def main() -> None:
             feed = session.get_inputs()[0].name
         base_macs = mdlprune.count_macs(backbone, size)
         macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.executed_macs(pruned, size, d) / base_macs,
+                "pruned, domain models kept": mdlprune.executed_macs(served, size, d) / base_macs,
                 "specialised": mdlprune.count_macs(plain, size) / base_macs}  # fmt: skip
         macs.update({"specialised, ONNX Runtime": macs["specialised"], "dense limit": macs["specialised"]})
         tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
-        backbone, pruned, plain, limit, tp_model = (m.to(dev, dtype, memory_format=fmt)
-                                                    for m in (backbone, pruned, plain, limit, tp_model))  # fmt: skip
+        backbone, pruned, served, plain, limit, tp_model = (m.to(dev, dtype, memory_format=fmt)
+                                                            for m in (backbone, pruned, served, plain, limit, tp_model))  # fmt: skip
         for batch in args.batches:
             x = torch.randn(batch, *size).to(dev, dtype, memory_format=fmt)
             runs = {"backbone": lambda: backbone(x), "pruned (all domains)": lambda: pruned(x, d),
-                    "specialised": lambda: plain(x), "dense limit": lambda: limit(x),
+                    "pruned, domain models kept": lambda: served(x, d), "specialised": lambda: plain(x), "dense limit": lambda: limit(x),
                     "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
             if session is not None:
                 xn = torch.randn(batch, *size).numpy()
@@ -187,6 +193,7 @@ def main() -> None:
     name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
     name += "-pad-own-channels" if args.pad_own_channels else ""
     name += ("" if args.dtype == "fp32" else f"-{args.dtype}") + ("-channels-last" if args.channels_last else "")
+    name += f"-{args.name}" if args.name else ""
     name += "".join(f"-{p.resolve().parent.name}" for p in sources if p is not None) if "learned" in args.masks else ""
     learned = [str(p) for p in args.learned] if args.learned else None
     path = save(name, args.device, rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels,

@@ -26,6 +26,7 @@ from .method.convert import to_multidomain
 from .method.multidomain import MultiDomainNet, randomize_switches
 from .method.prune import prune
 from .method.pruned import PrunedConv2d, keep_domain_kernels
+from .method.serving import keep_domain_models
 from .method.specialize import specialize
 from .method.switch import SwitchConv2d, binarize
 from .training.checkpoint import load_model, save_model
@@ -48,6 +49,7 @@ __all__ = [
     "JaccardLoss",
     "PrunedConv2d",
     "keep_domain_kernels",
+    "keep_domain_models",
     "prune",
     "specialize",
     "count_macs",

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from mdlprune import (PrunedConv2d, count_macs, keep_domain_kernels, load_model, prune, randomize_switches, save_model,
-                      specialize, to_multidomain)
+from mdlprune import (PrunedConv2d, count_macs, keep_domain_kernels, keep_domain_models, load_model, prune,
+                      randomize_switches, save_model, specialize, to_multidomain)
 from mdlprune.experiments.cli import main as cli
 from mdlprune.method.backbones import resnet26
 from mdlprune.method.domain import DomainModule
@@ -57,9 +57,19 @@ def test_specialized_model_equals_the_multi_domain_model_on_every_domain(arch):
         assert not plain.training and not any(p.requires_grad for p in plain.parameters())
 
 
-def test_channels_last_models_compute_the_same_and_their_gathers_keep_the_format():
+def test_channels_last_models_compute_the_same_and_their_gathers_keep_the_format(monkeypatch):
     """A GPU serves convolutions fastest in channels_last; a gather that returned NCHW would make every next
     convolution copy its input back. Pruned and specialised models, converted, give the same outputs."""
+    import mdlprune.method.pruned as pruned_module
+    from mdlprune.method.switch import select_channels
+
+    x = torch.randn(2, 6, 5, 5).to(memory_format=torch.channels_last)
+    index = torch.tensor([4, 0, 0, 3])
+    assert torch.equal(select_channels(x, index), x[:, index])
+    assert select_channels(x, index).is_contiguous(memory_format=torch.channels_last)
+    gathered = []  # the pruned layers' gathers
+    monkeypatch.setattr(pruned_module, "select_channels",
+                        lambda x, i: gathered.append(x.is_contiguous(memory_format=torch.channels_last)) or select_channels(x, i))  # fmt: skip
     torch.manual_seed(0)
     pruned = prune(_trained_like(resnet26(10, width=0.25))).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -74,7 +84,7 @@ def test_channels_last_models_compute_the_same_and_their_gathers_keep_the_format
         with torch.no_grad():
             _assert_same(plain.to(memory_format=cl)(x.to(memory_format=cl)), want_plain)
             _assert_same(copy.deepcopy(pruned).to(memory_format=cl)(x.to(memory_format=cl), d), want_pruned)
-    assert seen and all(seen)
+    assert seen and all(seen) and True in gathered
 
 
 def _mobile_net():
@@ -96,9 +106,11 @@ def test_specialized_model_executes_only_its_domains_channels(make):
         # plain torch.nn that torch.fx traces (quantisation and other tools; pruning traces through its gathers)
         x = torch.randn(2, *size)
         _assert_same(torch.fx.symbolic_trace(plain)(x), plain(x))
+        _assert_same(plain(x), model(x, d))
     if isinstance(model.backbone, torchvision.models.MobileNetV2):  # one gather before a depthwise conv, not two
-        assert not any(isinstance(m, nn.Sequential) and isinstance(m[0], ChannelSelect) and isinstance(m[1], nn.Sequential)
-                       for m in plain.modules())  # fmt: skip
+        pairs = [m for m in plain.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], ChannelSelect)]
+        assert any(m[1].groups > 1 for m in pairs if isinstance(m[1], nn.Conv2d))
+        assert not any(isinstance(m[1], nn.Sequential) for m in pairs)
         return
     # gathers only where a residual stream is read: a block's second conv reads its pruned first conv directly
     plain = specialize(pruned, 0)
@@ -277,3 +289,45 @@ def test_a_model_that_keeps_no_domain_kernels_computes_the_same_and_holds_nothin
         assert not any(m.keep_domain_kernels for m in loaded.modules() if isinstance(m, PrunedConv2d))
         keep_domain_kernels(pruned, True)
         assert torch.equal(pruned(x, 1), kept[1]) and any("_domain_cache" in m.__dict__ for m in pruned.modules())
+
+
+def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an_edit(tmp_path):
+    """``keep_domain_models(model, True)``: eval passes without gradients run each domain's specialised model."""
+    pruned = prune(_trained_like(resnet26(10, width=0.25))).eval()
+    x, size = torch.randn(2, 3, 32, 32), (3, 32, 32)
+    needed = count_macs(pruned, size, 1)
+    with torch.no_grad():
+        layers = [pruned(x, d) for d in range(3)]
+    keep_domain_kernels(pruned, False)
+    assert keep_domain_models(pruned, True) is pruned
+    with torch.no_grad():
+        for d in range(3):
+            _assert_same(pruned(x, d), layers[d])  # BatchNorm folded: equal up to rounding
+    kept = pruned.__dict__["_domain_models"][1]
+    assert sorted(kept) == [0, 1, 2]
+    assert not any(isinstance(m, (PrunedConv2d, DomainModule)) for k in kept.values() for m in k.modules())
+    with torch.inference_mode():  # built or served there, it serves outside too
+        _assert_same(pruned(x, 2), layers[2])
+    # the MACs: what runs is the domain's model; what the domain needs is counted on its layers, as before
+    assert count_macs(pruned, size, 1, mask_aware=False) == count_macs(specialize(pruned, 1), size)
+    assert count_macs(pruned, size, 1) == needed
+    # an edit of a parameter or buffer: the kept models are rebuilt
+    reference = keep_domain_models(copy.deepcopy(pruned), False)
+    with torch.no_grad():
+        for m in (pruned, reference):
+            next(b for b in m.modules() if isinstance(b, nn.BatchNorm2d)).running_mean.add_(0.5)
+        _assert_same(pruned(x, 0), reference(x, 0))
+        assert not torch.allclose(reference(x, 0), layers[0])  # (the edit changes the output)
+    # passes with gradients, and train mode, run the layers
+    pruned.__dict__.pop("_domain_models")
+    assert torch.equal(pruned(x, 0), reference(x, 0)) and "_domain_models" not in pruned.__dict__
+    # saved with the model, without what it kept
+    with torch.no_grad():
+        pruned(x, 0)
+    save_model(pruned, tmp_path / "p.pt")
+    loaded = load_model(tmp_path / "p.pt")
+    assert loaded.keep_domain_models and "_domain_models" not in loaded.__dict__
+    with torch.no_grad():
+        _assert_same(loaded(x, 0), reference(x, 0))
+    with pytest.raises(TypeError, match="keep_domain_models expects a MultiDomainNet"):
+        keep_domain_models(resnet26(10), True)

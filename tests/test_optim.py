@@ -90,6 +90,16 @@ def test_lazy_adam_over_many_parameters_equals_the_per_parameter_update_bit_for_
         assert torch.equal(opt.state[p]["steps"], t)
 
 
+def test_lazy_adam_never_touches_an_element_without_gradient_even_without_eps():
+    """With ``eps=0`` an element that never had a gradient computes 0 / 0 in the update; it must still stay put."""
+    p = torch.zeros(4, requires_grad=True)
+    opt = LazyAdam([p], lr=0.1, eps=0.0)
+    for _ in range(3):
+        p.grad = torch.tensor([1.0, -1.0, 0.0, 0.0])
+        opt.step()
+    assert torch.isfinite(p).all() and p[2:].tolist() == [0.0, 0.0] and p[0] < 0 < p[1]
+
+
 def test_recalibration_recomputes_statistics_with_the_current_switches():
     torch.manual_seed(0)
     model = to_multidomain(TinyNet(), [2, 2])

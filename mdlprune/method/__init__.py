@@ -12,6 +12,7 @@ Read the modules in this order; each cites the section of ``docs/METHOD.md`` it 
 ``pruned``         :class:`PrunedConv2d`: the dense layer a switch convolution becomes (METHOD §6)
 ``prune``          :func:`prune`: the physically smaller model, and the check that it is equal (METHOD §6)
 ``specialize``     :func:`specialize`: one domain's plain ``torch.nn`` model, BatchNorm folded (METHOD §6)
+``serving``        :func:`keep_domain_models`: a multi-domain model serving its domains from specialised ones
 ``macs``           MACs a domain needs and MACs a model executes, counted by THOP (METHOD §7)
 ``metrics``        parameter memory, S-score, S_O, S_P (METHOD §7)
 ``backbones``      the papers' backbones: Rebuffi's ResNet-26, Wide ResNet-28-k (METHOD §9)

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from .multidomain import MultiDomainNet
 from .pruned import PrunedConv2d
+from .specialize import specialize
 from .switch import SwitchConv2d
 
 __all__ = ["count_macs", "needed_macs", "executed_macs", "relative_macs", "switch_costs"]
@@ -77,6 +78,10 @@ def count_macs(
     if len(size) != 4:
         raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), got {tuple(input_size)}")
     probe = copy.deepcopy(model).eval()
+    if isinstance(probe, MultiDomainNet) and probe.keep_domain_models:  # (mdlprune.keep_domain_models)
+        if not mask_aware:  # what an eval pass executes: the domain's specialised model
+            return count_macs(specialize(probe, domain), input_size, by_layer=by_layer)
+        probe.keep_domain_models = False  # what the domain needs: counted on its layers
     device = next((t.device for t in probe.parameters()), torch.device("cpu"))
     x = torch.zeros(size, device=device)
     inputs = (x, domain) if isinstance(probe, MultiDomainNet) else (x,)

@@ -27,6 +27,8 @@ class MultiDomainNet(nn.Module):
     ``(N, in_channels, H, W)`` and a domain index (an ``int``, or a name from ``domain_names``).
     """
 
+    keep_domain_models: bool = False  # eval passes served by one specialised model per domain (serving.py)
+
     def __init__(self, backbone: nn.Module, domain_names: Sequence[str], in_channels: int, head: str):
         super().__init__()
         self.backbone = backbone
@@ -89,9 +91,19 @@ class MultiDomainNet(nn.Module):
                     else ""
                 )
             )
+        if (self.keep_domain_models and not self.training and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):  # fmt: skip
+            from .serving import domain_model  # (it builds on this module)
+
+            return domain_model(self, d)(x)
         for layer in self._domain_layers:  # (through __dict__: nn.Module.__setattr__ costs more than the layers' work at batch 1)
             layer.__dict__["active_domain"] = d
         return self.backbone(x)
+
+    def __getstate__(self) -> dict:  # the domains' kept models (serving.py) are not part of the model
+        state = dict(super().__getstate__())
+        state.pop("_domain_models", None)
+        return state
 
     # -- switches ----------------------------------------------------------------------------------
     def switch_layers(self) -> list[tuple[str, SwitchConv2d]]:

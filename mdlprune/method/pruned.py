@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from .domain import DomainModule
 from .switch import SwitchConv2d, conv2d, kernel_mask, select_channels
+
+fx.wrap("select_channels")  # a torch.fx leaf here too (it branches on the memory format: specialize.py)
 
 __all__ = ["PrunedConv2d", "keep_domain_kernels"]
 

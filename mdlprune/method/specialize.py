@@ -86,6 +86,7 @@ def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = 
 def _one_domain(model: MultiDomainNet, d: int) -> MultiDomainNet:
     """A copy of ``model`` with domain ``d``'s layers alone, every pruned convolution back as switches."""
     new = copy.deepcopy(model).eval()
+    new.keep_domain_models = False  # (its passes run the layers)
     for name, m in list(new.backbone.named_modules()):
         if isinstance(m, SwitchConv2d):
             m.switches = nn.Parameter(m.switches[d : d + 1].clone())
@@ -146,12 +147,14 @@ def _plain(backbone: nn.Module) -> nn.Module:
 def _merge_gathers(backbone: nn.Module) -> nn.Module:
     """One gather where two follow each other (the channels a grouped layer reads, then pruning's own selection of
     them): ``ChannelSelect(a)`` then ``ChannelSelect(b)`` is ``ChannelSelect(a[b])``, exactly, without the
-    intermediate tensor (in place)."""
-    for name, m in list(backbone.named_modules()):
-        if (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], ChannelSelect)
-                and isinstance(m[1], nn.Sequential) and len(m[1]) == 2 and isinstance(m[1][0], ChannelSelect)):  # fmt: skip
-            a, (b, conv) = m[0], m[1]
-            backbone.set_submodule(name, nn.Sequential(ChannelSelect(a.index[b.index], a.incoming_channels), conv))
+    intermediate tensor (in place; repeated until no two follow each other)."""
+    def pair(m: nn.Module) -> bool:
+        return (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], ChannelSelect)
+                and isinstance(m[1], nn.Sequential) and len(m[1]) == 2 and isinstance(m[1][0], ChannelSelect))  # fmt: skip
+
+    while name := next((n for n, m in backbone.named_modules() if n and pair(m)), None):
+        (a, (b, conv)) = backbone.get_submodule(name)
+        backbone.set_submodule(name, nn.Sequential(ChannelSelect(a.index[b.index], a.incoming_channels), conv))
     return backbone
 
 

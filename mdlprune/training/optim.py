@@ -57,5 +57,5 @@ class LazyAdam(torch.optim.Optimizer):
             c2 = torch._foreach_add(torch._foreach_neg(torch._foreach_pow(b2, tc)), 1)
             denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(v, c2)), group["eps"])
             update = torch._foreach_mul(torch._foreach_div(torch._foreach_div(m, c1), denom), group["lr"])
-            torch._foreach_sub_(params, torch._foreach_mul(update, on))  # untouched elements: p − 0
+            torch._foreach_sub_(params, [torch.where(x, u, 0.0) for x, u in zip(touched, update)])  # untouched: p − 0
         return loss
