@@ -303,7 +303,7 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
     with torch.no_grad():
         for d in range(3):
             _assert_same(pruned(x, d), layers[d])  # BatchNorm folded: equal up to rounding
-    kept = pruned.__dict__["_domain_models"][1]
+    kept = pruned.__dict__["_domain_models"]["models"]
     assert sorted(kept) == [0, 1, 2]
     assert not any(isinstance(m, (PrunedConv2d, DomainModule)) for k in kept.values() for m in k.modules())
     with torch.inference_mode():  # built or served there, it serves outside too
@@ -329,5 +329,13 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
     assert loaded.keep_domain_models and "_domain_models" not in loaded.__dict__
     with torch.no_grad():
         _assert_same(loaded(x, 0), reference(x, 0))
+    # a conversion drops what was kept (new tensors); a model made under inference mode runs its layers
+    loaded.double()
+    assert "_domain_models" not in loaded.__dict__
+    with torch.no_grad():
+        _assert_same(loaded(x.double(), 0), reference.double()(x.double(), 0))
+    with torch.inference_mode():
+        made_there = keep_domain_models(prune(_trained_like(resnet26(10, width=0.25))), True).eval()
+        assert torch.equal(made_there(x, 1), keep_domain_models(made_there, False)(x, 1))
     with pytest.raises(TypeError, match="keep_domain_models expects a MultiDomainNet"):
         keep_domain_models(resnet26(10), True)

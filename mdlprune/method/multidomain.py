@@ -40,8 +40,9 @@ class MultiDomainNet(nn.Module):
 
     # -- routing -----------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Re-index the domain-specific layers (call after replacing submodules by hand)."""
+        """Re-index the domain-specific layers (call after replacing submodules or tensors by hand)."""
         self._domain_layers = tuple(m for m in self.backbone.modules() if isinstance(m, DomainModule))
+        self.__dict__.pop("_domain_models", None)  # (serving.py)
 
     @property
     def num_domains(self) -> int:
@@ -95,7 +96,9 @@ class MultiDomainNet(nn.Module):
                 and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):  # fmt: skip
             from .serving import domain_model  # (it builds on this module)
 
-            return domain_model(self, d)(x)
+            plain = domain_model(self, d)
+            if plain is not None:
+                return plain(x)
         for layer in self._domain_layers:  # (through __dict__: nn.Module.__setattr__ costs more than the layers' work at batch 1)
             layer.__dict__["active_domain"] = d
         return self.backbone(x)
@@ -104,6 +107,14 @@ class MultiDomainNet(nn.Module):
         state = dict(super().__getstate__())
         state.pop("_domain_models", None)
         return state
+
+    def _apply(self, fn, recurse: bool = True):  # to(), cuda(), half(): new tensors, so nothing kept holds
+        self.__dict__.pop("_domain_models", None)
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, *args, **kwargs):  # (assign=True puts new tensors in)
+        self.__dict__.pop("_domain_models", None)
+        return super().load_state_dict(*args, **kwargs)
 
     # -- switches ----------------------------------------------------------------------------------
     def switch_layers(self) -> list[tuple[str, SwitchConv2d]]:

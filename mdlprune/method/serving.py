@@ -10,8 +10,6 @@ domain's first pass and rebuilt when any parameter or buffer of the model change
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn as nn
 
@@ -30,7 +28,8 @@ def keep_domain_models(model: MultiDomainNet, keep: bool) -> MultiDomainNet:
     BatchNorm is folded into the convolutions, so outputs differ from the layers' by rounding (≤ 1e-5 × the
     output scale, tested). What it holds: one specialised model per domain that ran, together less than the
     per-domain kernel slices the layers keep (on the mini backbone 1.60 × the backbone's floats against 1.76 ×),
-    and those slices are not built while it is on. The choice is an attribute of ``model``, saved with it
+    and those slices are not built while it is on. Edits in place are seen (:func:`domain_model`); after assigning
+    new tensors or modules by hand, call ``model.refresh()``. The choice is an attribute of ``model``, saved with it
     (:func:`~mdlprune.save_model`), not part of its ``state_dict``. Returns ``model``."""
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"keep_domain_models expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
@@ -40,16 +39,24 @@ def keep_domain_models(model: MultiDomainNet, keep: bool) -> MultiDomainNet:
     return model
 
 
-def domain_model(model: MultiDomainNet, d: int) -> nn.Module:
+def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
     """Domain ``d``'s specialised model of :func:`keep_domain_models`: the kept one, or a new one if a parameter or
-    buffer of ``model`` changed since it was built (in place, or moved to another device or dtype)."""
-    identity = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in itertools.chain(model.parameters(),
-                                                                                             model.buffers()))  # fmt: skip
+    buffer of ``model`` was edited in place since it was built; ``None`` for a model made under inference mode (its
+    tensors count no edits), whose passes then run the layers.
+
+    What is watched is the version counters of the model's tensors (summed: they only grow), listed on the first
+    pass; ``to()``, ``load_state_dict`` and :meth:`~mdlprune.MultiDomainNet.refresh` drop everything kept."""
     kept = model.__dict__.get("_domain_models")
-    if kept is None or kept[0] != identity:  # an edit: every domain's model is stale
-        kept = model.__dict__["_domain_models"] = (identity, {})
-    plain = kept[1].get(d)
+    if kept is None:
+        tensors = [*model.parameters(), *model.buffers()]
+        if any(t.is_inference() for t in tensors):
+            return None
+        kept = model.__dict__["_domain_models"] = {"tensors": tensors, "version": None, "models": {}}
+    version = sum(t._version for t in kept["tensors"])
+    if version != kept["version"]:  # an edit: every domain's model is stale
+        kept["version"], kept["models"] = version, {}
+    plain = kept["models"].get(d)
     if plain is None:
         with torch.inference_mode(False):  # (built from a pass under inference mode, it must serve outside it too)
-            plain = kept[1][d] = specialize(model, d)
+            plain = kept["models"][d] = specialize(model, d)
     return plain
