@@ -14,7 +14,12 @@
 
     python benchmarks/deploy_profile.py            # 2 threads; needs torch-pruning for part 1
     python benchmarks/deploy_profile.py padding    # part 4 alone
+6. What ``keep_domain_models`` costs: the first pass of each domain (it builds the domain's specialised model), and on
+   later passes the check that nothing changed (``serving.domain_model`` on a warm cache), for the mini backbone's
+   learned masks and MobileNetV2 (64 px, differing masks), batch 1.
+
     python benchmarks/deploy_profile.py memory     # part 5 alone
+    python benchmarks/deploy_profile.py serving    # part 6 alone
 """
 
 from __future__ import annotations
@@ -152,6 +157,27 @@ def memory() -> None:
         print(f"| {batch} | " + " | ".join(f"{statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f})" for t in cells) + " |")
 
 
+def serving() -> None:
+    from mdlprune.method.serving import domain_model
+
+    print("| model | tensors watched | first pass of each domain (ms) | later pass (ms) | the check alone (µs) |")
+    print("|---|---|---|---|---|")
+    for arch, masks, side in (("mini", "learned", 32), ("mobilenet_v2", "differ", 64)):
+        _, model = models(arch, masks)
+        pruned = mdlprune.keep_domain_models(mdlprune.prune(model).eval(), True)
+        x = torch.randn(1, 3, side, side)
+        with torch.no_grad():
+            first = []
+            for d in range(pruned.num_domains):
+                t = time.perf_counter()
+                pruned(x, d)
+                first.append((time.perf_counter() - t) * 1e3)
+            later = Timer("m(x, 0)", globals={"m": pruned, "x": x}).blocked_autorange(min_run_time=1).median * 1e3
+            check = Timer("f(m, 0)", globals={"f": domain_model, "m": pruned}).blocked_autorange(min_run_time=1).median
+        watched = len(pruned.__dict__["_domain_models"]["tensors"])
+        print(f"| {arch}, {masks} masks | {watched} | {min(first):.0f}-{max(first):.0f} | {later:.2f} | {check * 1e6:.0f} |")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
@@ -159,9 +185,12 @@ if __name__ == "__main__":
         padding()
     elif sys.argv[1:] == ["memory"]:
         memory()
+    elif sys.argv[1:] == ["serving"]:
+        serving()
     else:
         stages()
         depthwise()
         specialise_mobilenet()
         padding()
         memory()
+        serving()

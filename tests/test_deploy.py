@@ -339,3 +339,44 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
         assert torch.equal(made_there(x, 1), keep_domain_models(made_there, False)(x, 1))
     with pytest.raises(TypeError, match="keep_domain_models expects a MultiDomainNet"):
         keep_domain_models(resnet26(10), True)
+
+
+def test_kept_domain_models_step_aside_for_training_hooks_checks_and_new_tensors():
+    """Where a pass must run the layers (a module in train mode, a hook, an equivalence check) they run; a tensor put
+    in by hand is seen; a domain first served under inference mode serves outside it."""
+    from mdlprune.method.macs import switch_costs
+    from mdlprune.method.prune import compare_outputs
+    from mdlprune.training import recalibrate_batchnorm
+
+    model = _trained_like(resnet26(10, width=0.25))
+    pruned = keep_domain_models(prune(model), True).eval()
+    x = torch.randn(4, 3, 32, 32)
+    layers = keep_domain_models(copy.deepcopy(pruned), False)
+    assert compare_outputs(model, pruned, x).max_abs_diff <= 1e-5 * compare_outputs(model, pruned, x).output_scale
+    assert not pruned.__dict__.get("_domain_models", {}).get("models")  # the check ran the layers
+    # BatchNorm recalibration (BatchNorms in train mode, no gradients) collects statistics through the layers
+    from mdlprune.data.mini import TensorLoader
+
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    loaders = [TensorLoader(images, torch.zeros(8, dtype=torch.long), 4, 32, [0.5] * 3, [0.25] * 3, shuffle=False,
+                            augment=False, flip=False) for _ in range(3)]  # fmt: skip
+    recalibrate_batchnorm(pruned, loaders, batches=1)
+    recalibrate_batchnorm(layers, loaders, batches=1)
+    with torch.no_grad():
+        _assert_same(pruned(x, 1), layers(x, 1))
+        seen = []
+        handle = pruned.backbone.layer1[0].conv1.register_forward_hook(lambda *a: seen.append(1))
+        assert torch.equal(pruned(x, 1), layers(x, 1)) and seen  # a hooked pass runs the layers
+        handle.remove()
+    # a tensor assigned by hand (assign=True puts it in): the domain's model is rebuilt from it
+    head = pruned.backbone.get_submodule(pruned.head_name).heads[0]
+    head.load_state_dict({k: v + 1 for k, v in head.state_dict().items()}, assign=True)
+    layers.backbone.get_submodule(layers.head_name).heads[0].load_state_dict(head.state_dict())
+    with torch.inference_mode():  # domain 2 first served here
+        _assert_same(pruned(x, 2), layers(x, 2))
+    with torch.no_grad():
+        _assert_same(pruned(x, 0), layers(x, 0))
+        _assert_same(pruned(x, 2), layers(x, 2))
+    # per-layer MAC costs (a MAC-weighted budget, of a model with switches) are counted on the layers
+    served = keep_domain_models(copy.deepcopy(model), True)
+    assert torch.equal(switch_costs(served, "macs", (3, 32, 32)), switch_costs(model, "macs", (3, 32, 32)))

@@ -80,6 +80,7 @@ def export_onnx(model: MultiDomainNet, path: str | Path, domain: int | str, *, i
         raise ImportError(f"exporting to ONNX needs {e.name}: {_DEPLOY}") from None
     d = model.domain_index(domain)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the user's model keeps its mode
+    reference.keep_domain_models = False  # the check compares with the layers, not with a specialised copy
     module = specialize(reference, d) if specialized else _FixedDomain(reference, d)
     module = module.eval().requires_grad_(False)
     p = next(iter(reference.parameters()))

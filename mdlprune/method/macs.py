@@ -79,9 +79,9 @@ def count_macs(
         raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), got {tuple(input_size)}")
     probe = copy.deepcopy(model).eval()
     if isinstance(probe, MultiDomainNet) and probe.keep_domain_models:  # (mdlprune.keep_domain_models)
-        if not mask_aware:  # what an eval pass executes: the domain's specialised model
-            return count_macs(specialize(probe, domain), input_size, by_layer=by_layer)
-        probe.keep_domain_models = False  # what the domain needs: counted on its layers
+        if not mask_aware and not by_layer:  # what an eval pass executes: the domain's specialised model
+            return count_macs(specialize(probe, domain), input_size)
+        probe.keep_domain_models = False  # what the domain needs, and per-layer counts: counted on its layers
     device = next((t.device for t in probe.parameters()), torch.device("cpu"))
     x = torch.zeros(size, device=device)
     inputs = (x, domain) if isinstance(probe, MultiDomainNet) else (x,)

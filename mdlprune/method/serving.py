@@ -28,8 +28,8 @@ def keep_domain_models(model: MultiDomainNet, keep: bool) -> MultiDomainNet:
     BatchNorm is folded into the convolutions, so outputs differ from the layers' by rounding (≤ 1e-5 × the
     output scale, tested). What it holds: one specialised model per domain that ran, together less than the
     per-domain kernel slices the layers keep (on the mini backbone 1.60 × the backbone's floats against 1.76 ×),
-    and those slices are not built while it is on. Edits in place are seen (:func:`domain_model`); after assigning
-    new tensors or modules by hand, call ``model.refresh()``. The choice is an attribute of ``model``, saved with it
+    and those slices are not built while it is on. Edits are seen, but for edits through ``.data``
+    (:func:`domain_model`). The choice is an attribute of ``model``, saved with it
     (:func:`~mdlprune.save_model`), not part of its ``state_dict``. Returns ``model``."""
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"keep_domain_models expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
@@ -39,24 +39,51 @@ def keep_domain_models(model: MultiDomainNet, keep: bool) -> MultiDomainNet:
     return model
 
 
-def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
-    """Domain ``d``'s specialised model of :func:`keep_domain_models`: the kept one, or a new one if a parameter or
-    buffer of ``model`` was edited in place since it was built; ``None`` for a model made under inference mode (its
-    tensors count no edits), whose passes then run the layers.
+_generation = 0  # bumped whenever a module anywhere registers a parameter, buffer or submodule (a tensor put in)
+_building = False
 
-    What is watched is the version counters of the model's tensors (summed: they only grow), listed on the first
-    pass; ``to()``, ``load_state_dict`` and :meth:`~mdlprune.MultiDomainNet.refresh` drop everything kept."""
-    kept = model.__dict__.get("_domain_models")
-    if kept is None:
+
+def _registered(*_args) -> None:
+    global _generation
+    if not _building:  # (building a domain's model registers its own tensors)
+        _generation += 1
+
+
+for _register in (torch.nn.modules.module.register_module_parameter_registration_hook,
+                  torch.nn.modules.module.register_module_buffer_registration_hook,
+                  torch.nn.modules.module.register_module_module_registration_hook):  # fmt: skip
+    _register(_registered)
+
+
+def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
+    """Domain ``d``'s specialised model of :func:`keep_domain_models`, or ``None`` where the pass must run the layers.
+
+    The layers run when any module of ``model`` is in train mode (BatchNorm recalibration) or has forward hooks, when
+    global forward hooks are set, and for a model made under inference mode (its tensors count no edits). A kept
+    model is rebuilt when a tensor of ``model`` moved or was edited in place (its address or version counter
+    changed), and the lists watched are made again when any module registered a tensor or submodule since (an
+    assignment, ``load_state_dict(assign=True)``, a swapped BatchNorm); ``to()``, ``load_state_dict`` and
+    :meth:`~mdlprune.MultiDomainNet.refresh` drop everything kept. Not seen: edits through ``.data``."""
+    global _building
+    kept = model.__dict__.setdefault("_domain_models", {"generation": None, "identity": None, "models": {}})
+    if kept["generation"] != _generation:  # (first pass, or a tensor was put in somewhere: list them again)
         tensors = [*model.parameters(), *model.buffers()]
         if any(t.is_inference() for t in tensors):
             return None
-        kept = model.__dict__["_domain_models"] = {"tensors": tensors, "version": None, "models": {}}
-    version = sum(t._version for t in kept["tensors"])
-    if version != kept["version"]:  # an edit: every domain's model is stale
-        kept["version"], kept["models"] = version, {}
+        kept.update(generation=_generation, modules=list(model.modules()), tensors=tensors)
+    hooks = torch.nn.modules.module
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+            or any(m.training or m._forward_hooks or m._forward_pre_hooks for m in kept["modules"])):  # fmt: skip
+        return None
+    identity = tuple((t.data_ptr(), t._version) for t in kept["tensors"])
+    if identity != kept["identity"]:  # an edit: every domain's model is stale
+        kept["identity"], kept["models"] = identity, {}
     plain = kept["models"].get(d)
     if plain is None:
-        with torch.inference_mode(False):  # (built from a pass under inference mode, it must serve outside it too)
-            plain = kept["models"][d] = specialize(model, d)
+        _building = True
+        try:
+            with torch.inference_mode(False):  # (built from a pass under inference mode, it must serve outside it)
+                plain = kept["models"][d] = specialize(model, d)
+        finally:
+            _building = False
     return plain
