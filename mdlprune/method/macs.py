@@ -122,7 +122,8 @@ def executed_macs(model: nn.Module, input_size: Sequence[int], domain: int | str
 
     A switch model executes the dense backbone's convolutions (it multiplies masks into dense kernels). A pruned
     model convolves each ungrouped layer over the domain's own channels (:class:`~mdlprune.PrunedConv2d` slices
-    them), and each grouped layer over the union of its domains' channels, the domain's mask multiplied in."""
+    them), and each grouped layer over the union of its domains' channels, the domain's mask multiplied in. With
+    :func:`~mdlprune.keep_domain_models` on, an eval pass runs the domain's specialised model: its MACs."""
     return count_macs(model, input_size, domain, mask_aware=False)
 
 

@@ -23,8 +23,8 @@ def keep_domain_models(model: MultiDomainNet, keep: bool) -> MultiDomainNet:
     """Whether ``model``'s eval passes without gradients run one specialised model per domain (module docstring)
     instead of the multi-domain layers.
 
-    Passes in train mode, with gradients, or under ``torch.compile`` / export / tracing run the layers, and so do
-    the MAC counts of what a domain *needs*; :func:`~mdlprune.executed_macs` counts what runs, the domain's model.
+    Passes in train mode (of any module), with gradients, with forward hooks, or under ``torch.compile`` / export /
+    tracing run the layers, and so do the equivalence checks and the MAC counts of what a domain *needs*; :func:`~mdlprune.executed_macs` counts what runs, the domain's model.
     BatchNorm is folded into the convolutions, so outputs differ from the layers' by rounding (≤ 1e-5 × the
     output scale, tested). What it holds: one specialised model per domain that ran, together less than the
     per-domain kernel slices the layers keep (on the mini backbone 1.60 × the backbone's floats against 1.76 ×),
