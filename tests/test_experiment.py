@@ -183,3 +183,40 @@ def test_a_thinned_history_keeps_the_first_and_last_records():
     t = h.thinned(300)
     assert 250 <= len(t) <= 301 and t.records[0]["step"] == 1 and t.records[-1]["step"] == 1000
     assert History(["a"], h.records[:5]).thinned(300).records == h.records[:5]
+
+
+def test_records_name_the_commit_of_the_code_that_ran(monkeypatch):
+    """A result's record names the package's own commit (not the working directory's), and says when the code that
+    ran differs from it (a run before its commit, or a stale copy of the repository on another machine)."""
+    import subprocess
+    from pathlib import Path
+
+    from mdlprune.experiments import provenance
+
+    status = {"out": " M mdlprune/method/switch.py"}
+    seen = []
+
+    real = subprocess.run
+
+    def git(cmd, cwd=None, **kwargs):
+        if cmd[0] != "git":  # (platform's own calls)
+            return real(cmd, cwd=cwd, **kwargs)
+        seen.append(Path(cwd))
+        if cmd[1] == "rev-parse":
+            return subprocess.CompletedProcess(cmd, 0, "abc1234\n", "")
+        return subprocess.CompletedProcess(cmd, 0, status["out"], "")
+
+    monkeypatch.setattr(provenance.subprocess, "run", git)
+    assert provenance.code_commit() == "abc1234 +uncommitted changes"
+    assert provenance.machine_info()["commit"] == "abc1234 +uncommitted changes"
+    status["out"] = ""
+    assert provenance.code_commit() == "abc1234"
+    assert set(seen) == {Path(provenance.__file__).resolve().parents[2]}
+
+    def no_git(cmd, cwd=None, **kwargs):
+        if cmd[0] != "git":
+            return real(cmd, cwd=cwd, **kwargs)
+        raise OSError("git: not found")
+
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    assert provenance.code_commit() is None and "commit" not in provenance.machine_info()

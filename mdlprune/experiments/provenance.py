@@ -7,10 +7,11 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
-__all__ = ["machine", "machine_info", "command"]
+__all__ = ["machine", "machine_info", "code_commit", "command"]
 
 
 def machine(device: str = "cpu") -> str:
@@ -37,9 +38,24 @@ def machine_info(device: str = "cpu") -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "device": device}  # fmt: skip
     if str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    commit = code_commit()
+    if commit:
+        info["commit"] = commit
     return info
+
+
+def code_commit() -> str | None:
+    """The git commit of the code that runs: that of the repository holding this package (not of the working
+    directory), with ``+uncommitted changes`` when its code (the package, the benchmark scripts, ``scripts/``)
+    differs from the commit; ``None`` outside a git checkout (an installed package)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "mdlprune", "benchmarks/*.py", "scripts")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" +uncommitted changes" if changed else "")
