@@ -14,6 +14,7 @@ the median ratio and its range.
     python benchmarks/deploy_latency.py                                    # mini, batches 1 and 64, 2 threads
     python benchmarks/deploy_latency.py --arch resnet50 mobilenet_v2 --masks differ shared --size 64
     python benchmarks/deploy_latency.py --device cuda --batches 1 64 256 --dtype bf16 --channels-last
+    python benchmarks/deploy_latency.py --channel-multiple 16      # and the specialised model with rounded channels
 
 On CUDA the times are CUDA events (``measure``); the ONNX Runtime row runs only where ONNX Runtime has a provider for
 the device (on CUDA, its ``CUDAExecutionProvider``). ``--dtype``/``--channels-last`` convert every PyTorch model and
@@ -135,6 +136,9 @@ def main() -> None:
     p.add_argument("--name", default="", help="appended to the results file's name (a run beside an earlier one)")
     p.add_argument("--pad-own-channels", action="store_true",
                    help="prune and specialise with pad_own_channels (grouped layers read their input without a gather)")
+    p.add_argument("--channel-multiple", type=int, default=1, metavar="K",
+                   help="also time the specialised model with the channels each convolution reads rounded up to a "
+                        "multiple of K (specialize's channel_multiple, from the trained model), eager and in ONNX Runtime")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -152,32 +156,43 @@ def main() -> None:
         plain = mdlprune.specialize(pruned, d, pad_own_channels=own)
         served = mdlprune.keep_domain_models(copy.deepcopy(pruned), True)  # the multi-domain model, opted in
         limit = dense_limit(mdlprune.specialize(pruned, d, pad_own_channels=own))
+        k = args.channel_multiple
+        # from the trained model: rounding can reach past the union of the domains' channels that pruning kept
+        rounded = mdlprune.specialize(model, d, pad_own_channels=own, channel_multiple=k) if k > 1 else None
         import onnxruntime as ort
 
         provider = "CPUExecutionProvider" if dev.type == "cpu" else "CUDAExecutionProvider"
-        session = None
+        sessions = {}
         if provider in ort.get_available_providers():
-            onnx_path = export_onnx(pruned, tmp / f"{arch}-{len(rows)}.onnx", d, image_size=size[-1]).path
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-            session = ort.InferenceSession(str(onnx_path), options, providers=[provider])
-            feed = session.get_inputs()[0].name
+            for name, multiple in (("specialised, ONNX Runtime", 1), (f"specialised, channels ×{k}, ONNX Runtime", k)):
+                if multiple == 1 or rounded is not None:
+                    onnx_path = export_onnx(pruned if multiple == 1 else model, tmp / f"{arch}-{len(rows)}-{multiple}.onnx",
+                                            d, image_size=size[-1], channel_multiple=multiple).path  # fmt: skip
+                    options = ort.SessionOptions()
+                    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+                    sessions[name] = ort.InferenceSession(str(onnx_path), options, providers=[provider])
         base_macs = mdlprune.count_macs(backbone, size)
         macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.executed_macs(pruned, size, d) / base_macs,
                 "pruned, domain models kept": mdlprune.executed_macs(served, size, d) / base_macs,
                 "specialised": mdlprune.count_macs(plain, size) / base_macs}  # fmt: skip
         macs.update({"specialised, ONNX Runtime": macs["specialised"], "dense limit": macs["specialised"]})
+        if rounded is not None:
+            macs[f"specialised, channels ×{k}"] = macs[f"specialised, channels ×{k}, ONNX Runtime"] = \
+                mdlprune.count_macs(rounded, size) / base_macs
         tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
         backbone, pruned, served, plain, limit, tp_model = (m.to(dev, dtype, memory_format=fmt)
                                                             for m in (backbone, pruned, served, plain, limit, tp_model))  # fmt: skip
+        rounded = rounded.to(dev, dtype, memory_format=fmt) if rounded is not None else None
         for batch in args.batches:
             x = torch.randn(batch, *size).to(dev, dtype, memory_format=fmt)
             runs = {"backbone": lambda: backbone(x), "pruned (all domains)": lambda: pruned(x, d),
                     "pruned, domain models kept": lambda: served(x, d), "specialised": lambda: plain(x), "dense limit": lambda: limit(x),
                     "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
-            if session is not None:
-                xn = torch.randn(batch, *size).numpy()
-                runs["specialised, ONNX Runtime"] = lambda: session.run(None, {feed: xn})
+            if rounded is not None:
+                runs[f"specialised, channels ×{k}"] = lambda: rounded(x)
+            xn = torch.randn(batch, *size).numpy()
+            for name, s in sessions.items():
+                runs[name] = lambda s=s: s.run(None, {s.get_inputs()[0].name: xn})
             times: dict[str, list[float]] = {k: [] for k in runs}
             with torch.no_grad():
                 for _ in range(args.rounds):  # interleaved: machine drifts hit every model alike
@@ -193,10 +208,12 @@ def main() -> None:
     name = "deploy_latency" if args.arch == ["mini"] else "deploy_latency-" + "-".join(args.arch)
     name += "-pad-own-channels" if args.pad_own_channels else ""
     name += ("" if args.dtype == "fp32" else f"-{args.dtype}") + ("-channels-last" if args.channels_last else "")
+    name += f"-channels{args.channel_multiple}" if args.channel_multiple > 1 else ""
     name += f"-{args.name}" if args.name else ""
     name += "".join(f"-{p.resolve().parent.name}" for p in sources if p is not None) if "learned" in args.masks else ""
     learned = [str(p) for p in args.learned] if args.learned else None
     path = save(name, args.device, rows, threads=args.threads, domain=d, pad_own_channels=args.pad_own_channels,
+                channel_multiple=args.channel_multiple,
                 learned=learned, dtype=args.dtype, channels_last=args.channels_last)  # fmt: skip
     print(f"saved {path}")
 

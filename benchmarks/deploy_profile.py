@@ -17,17 +17,30 @@
 6. What ``keep_domain_models`` costs: the first pass of each domain (it builds the domain's specialised model), and on
    later passes the check that nothing changed (``serving.domain_model`` on a warm cache), for the mini backbone's
    learned masks and MobileNetV2 (64 px, differing masks), batch 1.
+7. ONNX Runtime at batch 64 on the mini backbone (shared random masks, then the learned ones, domain 0): the backbone
+   (BatchNorm folded), the specialised model, the same with the channels each convolution reads rounded up to a
+   multiple of 16 (``specialize(..., channel_multiple=16)``), and Torch-Pruning's at the same MACs, each exported to
+   ONNX; their latency
+   against the eager backbone (5 interleaved rounds), and ONNX Runtime's own profile of each: time per run by
+   operator type (a convolution fused with its ReLU or addition counts as a convolution).
 
     python benchmarks/deploy_profile.py memory     # part 5 alone
     python benchmarks/deploy_profile.py serving    # part 6 alone
+    python benchmarks/deploy_profile.py ort        # part 7 alone
 """
 
 from __future__ import annotations
 
+import copy
+import io
+import json
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -37,6 +50,7 @@ from deploy_latency import models, torch_pruning
 from torch.utils.benchmark import Timer
 
 import mdlprune
+from mdlprune.method.specialize import fold_batchnorms
 
 
 def stages() -> None:
@@ -178,19 +192,79 @@ def serving() -> None:
         print(f"| {arch}, {masks} masks | {watched} | {min(first):.0f}-{max(first):.0f} | {later:.2f} | {check * 1e6:.0f} |")
 
 
+def _ort_session(module: nn.Module, path: str, profile: bool):
+    import onnxruntime as ort
+
+    if not Path(path).exists():
+        x = torch.randn(2, 3, 32, 32)
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            torch.onnx.export(module.eval(), (x,), path, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    options.enable_profiling = profile
+    options.profile_file_prefix = path + "-profile"
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _op_times(session, feed: dict, runs: int = 30, skip: int = 5) -> tuple[float, dict[str, float]]:
+    """ONNX Runtime's own profile: median ms per run, and ms per run by operator type (runs after the first ``skip``)."""
+    for _ in range(runs):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[skip:]
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and any(a <= e["ts"] <= b for a, b in windows):
+            op = e["args"]["op_name"]
+            op = "Conv" if "Conv" in op else op  # Conv, FusedConv (with ReLU, addition)
+            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3 / len(windows)
+    return statistics.median((b - a) / 1e3 for a, b in windows), by_op
+
+
+def ort_profile() -> None:
+    size, batch = (3, 32, 32), 64
+    x = torch.randn(batch, *size)
+    images = x.numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        for masks in ("shared", "learned"):
+            backbone, model = models("mini", masks)
+            plain = mdlprune.specialize(mdlprune.prune(model).eval(), 0)
+            base = mdlprune.count_macs(backbone, size)
+            tp, tp_macs = torch_pruning(backbone, mdlprune.count_macs(plain, size) / base, size)
+            rounded = mdlprune.specialize(model, 0, channel_multiple=16)  # from the trained model (deploy_latency.py)
+            onnx = {"backbone, BatchNorm folded": fold_batchnorms(copy.deepcopy(backbone)).requires_grad_(False),
+                    "specialised": plain, "specialised, channels ×16": rounded, "Torch-Pruning, same MACs": tp}  # fmt: skip
+            macs = {"backbone, BatchNorm folded": 1.0, "specialised": mdlprune.count_macs(plain, size) / base,
+                    "specialised, channels ×16": mdlprune.count_macs(rounded, size) / base,
+                    "Torch-Pruning, same MACs": tp_macs}  # fmt: skip
+            paths = {k: f"{tmp}/{masks}-{i}.onnx" for i, k in enumerate(onnx)}
+            sessions = {k: _ort_session(m, paths[k], profile=False) for k, m in onnx.items()}
+            fns = {"eager backbone": lambda: backbone(x)}
+            fns.update({k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: images})) for k, s in sessions.items()})
+            with torch.no_grad():
+                times = interleaved(fns)
+            ref = times["eager backbone"]
+            print(f"\n{masks} masks, batch {batch}: ONNX Runtime, latency against the eager backbone "
+                  f"({statistics.median(ref) * 1e3:.1f} ms), median of 5 interleaved rounds and range")
+            print("| model (ONNX Runtime) | MACs | latency / eager backbone | ms per run, profiled | by operator, ms per run |")
+            print("|---|---|---|---|---|")
+            for k, m in onnx.items():
+                t = sorted(a / b for a, b in zip(times[k], ref))
+                session = _ort_session(m, paths[k], profile=True)
+                total, by_op = _op_times(session, {session.get_inputs()[0].name: images})
+                ops = ", ".join(f"{op} {ms:.2f}" for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1]) if ms >= 0.05)
+                print(f"| {k} | {macs[k]:.3f} | {statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f}) | {total:.2f} | {ops} |")
+
+
+PARTS = {"stages": stages, "depthwise": depthwise, "mobilenet": specialise_mobilenet, "padding": padding,
+         "memory": memory, "serving": serving, "ort": ort_profile}  # fmt: skip
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
-    if sys.argv[1:] == ["padding"]:
-        padding()
-    elif sys.argv[1:] == ["memory"]:
-        memory()
-    elif sys.argv[1:] == ["serving"]:
-        serving()
-    else:
-        stages()
-        depthwise()
-        specialise_mobilenet()
-        padding()
-        memory()
-        serving()
+    unknown = [a for a in sys.argv[1:] if a not in PARTS]
+    if unknown:
+        sys.exit(f"deploy_profile.py: unknown part {unknown[0]!r}; parts: {', '.join(PARTS)} (none: all of them)")
+    for part in sys.argv[1:] or PARTS:
+        PARTS[part]()

@@ -150,11 +150,36 @@ def test_fold_batchnorms_leaves_what_it_cannot_fold():
     assert isinstance(train[1], nn.BatchNorm2d)
 
 
+@pytest.mark.parametrize("arch", ["resnet26", "mobilenet_v2"])
+def test_channel_multiple_rounds_what_each_convolution_reads_and_computes_the_same(arch):
+    torch.manual_seed(0)
+    backbone = resnet26(10, width=0.5) if arch == "resnet26" else torchvision.models.mobilenet_v2(width_mult=0.5)
+    model = _trained_like(backbone, keep=0.4)
+    pruned = prune(model)
+    x = torch.randn(2, 3, 32, 32)
+    for source in (model, pruned):
+        for d in range(len(DOMAINS)):
+            exact = specialize(source, d)
+            rounded = specialize(source, d, channel_multiple=8)
+            _assert_same(rounded(x), model(x, d))
+            before = [m.in_channels for m in exact.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+            after = [m.in_channels for m in rounded.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+            assert len(before) == len(after) and all(a >= b for a, b in zip(after, before))
+            if source is model:  # from the trained model every width is there to round into, but the input's 3
+                assert all(c % 8 == 0 for c in after[1:]), after
+            assert count_macs(rounded, (3, 32, 32)) >= count_macs(exact, (3, 32, 32))
+            assert specialize(source, d, channel_multiple=1).state_dict().keys() == exact.state_dict().keys()
+    assert after != before  # (the masks are not multiples of 8 by chance)
+
+
 def test_specialize_refuses_what_it_cannot_read():
     with pytest.raises(TypeError, match="specialize expects a MultiDomainNet"):
         specialize(resnet26(10, width=0.25), 0)
     with pytest.raises(ValueError, match="unknown domain 'flowers'"):
         specialize(_trained_like(resnet26(10, width=0.25)), "flowers")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="channel_multiple must be a whole number"):
+            specialize(_trained_like(resnet26(10, width=0.25)), 0, channel_multiple=bad)
 
 
 # only the ONNX tests need the deploy extra (CI installs it); specialize and the kernel cache are tested without it
@@ -226,6 +251,13 @@ def test_export_command(tmp_path, capsys):
     assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "1", "--multi-domain",
                 "--out", str(tmp_path / "glyphs.onnx")]) == 0  # an index, and the multi-domain model
     assert "multi-domain, domain fixed, domain glyphs" in capsys.readouterr().out
+    assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "signs", "--channel-multiple", "8",
+                "--out", str(tmp_path / "signs8.onnx")]) == 0  # rounded channels, still checked against PyTorch
+    assert "specialised, domain signs" in capsys.readouterr().out
+    assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "signs", "--channel-multiple", "8",
+                "--multi-domain", "--out", str(tmp_path / "z.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "channel_multiple rounds the specialised model's channels" in err
     torch.save({"a": torch.zeros(1)}, tmp_path / "state.pt")
     assert cli(["export", "--model", str(tmp_path / "state.pt"), "--domain", "0", "--out", str(tmp_path / "y.onnx")]) == 2
     assert "not a model" in capsys.readouterr().err

@@ -66,19 +66,26 @@ class ChannelSelect(nn.Module):
 
 @torch.no_grad()
 def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = True,
-               pad_own_channels: bool = False) -> nn.Module:  # fmt: skip
+               pad_own_channels: bool = False, channel_multiple: int = 1) -> nn.Module:  # fmt: skip
     """A plain ``torch.nn`` copy of ``model``'s backbone that computes ``model(x, domain)`` in eval mode.
 
     ``model``: a trained :class:`~mdlprune.MultiDomainNet` (switches) or its :func:`~mdlprune.prune` d copy;
     ``domain``: an index or a name. The result is in eval mode, reads ``forward(x)`` only, holds the channels that
     ``domain`` uses (and the residual streams whole: module docstring), and is frozen (``requires_grad=False``:
     it is for inference). ``pad_own_channels``: as in :func:`~mdlprune.prune` (fewer gathers before grouped
-    convolutions, for a few more filters). ``model`` is not modified.
+    convolutions, for a few more filters). ``channel_multiple``: round the channels each ungrouped convolution
+    reads up to a multiple of this (:func:`_round_reads`; e.g. 16 for ONNX Runtime on AVX-512 CPUs, 8 for GPU
+    tensor cores): the same function, more MACs, channel counts that blocked convolution kernels run at full speed.
+    ``model`` is not modified.
     """
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"specialize expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
+    if not isinstance(channel_multiple, int) or isinstance(channel_multiple, bool) or channel_multiple < 1:
+        raise ValueError(f"channel_multiple must be a whole number ≥ 1 (1: no rounding), got {channel_multiple!r}")
     d = model.domain_index(domain)
     one = _one_domain(model, d)
+    if channel_multiple > 1:
+        _round_reads(one, channel_multiple)
     plain = _merge_gathers(_plain(prune(one, pad_own_channels=pad_own_channels).backbone)).eval().requires_grad_(False)
     return fold_batchnorms(plain) if fold_batchnorm else plain
 
@@ -101,6 +108,26 @@ def _one_domain(model: MultiDomainNet, d: int) -> MultiDomainNet:
     new.domain_names = (model.domain_names[d],)
     new.refresh()
     return new
+
+
+@torch.no_grad()
+def _round_reads(one: MultiDomainNet, multiple: int) -> None:
+    """In every ungrouped switch convolution of the one-domain model ``one``, switch on the fewest more input channels
+    (the first ones that are off) that make the number it reads a multiple of ``multiple`` (or all of them), and zero
+    their kernel slices, so the layer computes the same function (in place). Pruning then keeps them: a residual
+    stream's gather takes them, an inner producer computes them. A layer of a pruned model rounds within the channels
+    pruning kept (the union of the domains'); from the trained model it can reach the full width. Convolution kernels with blocked layouts (oneDNN,
+    ONNX Runtime's NCHWc, tensor cores) run a channel count that is not a multiple of their block as slowly as the
+    next multiple, or more slowly (benchmarks/RESULTS.md)."""
+    for m in one.backbone.modules():
+        if not isinstance(m, SwitchConv2d) or m.groups != 1:
+            continue
+        on = m.channel_mask(0)
+        n = int(on.sum())
+        extra = (~on).nonzero().flatten()[: min(len(on), -(-n // multiple) * multiple) - n]
+        if n and len(extra):
+            m.weight[:, extra] = 0
+            m.switches[0, extra] = m.threshold + 1.0
 
 
 @torch.no_grad()
