@@ -27,6 +27,9 @@
     python benchmarks/deploy_profile.py memory     # part 5 alone
     python benchmarks/deploy_profile.py serving    # part 6 alone
     python benchmarks/deploy_profile.py ort        # part 7 alone
+8. One 3 × 3 convolution in ONNX Runtime, batch 64 at 32 px, c → c channels for c around multiples of 16.
+
+    python benchmarks/deploy_profile.py ort-convs  # part 8 alone
 """
 
 from __future__ import annotations
@@ -192,11 +195,11 @@ def serving() -> None:
         print(f"| {arch}, {masks} masks | {watched} | {min(first):.0f}-{max(first):.0f} | {later:.2f} | {check * 1e6:.0f} |")
 
 
-def _ort_session(module: nn.Module, path: str, profile: bool):
+def _ort_session(module: nn.Module, path: str, profile: bool, channels: int = 3):
     import onnxruntime as ort
 
     if not Path(path).exists():
-        x = torch.randn(2, 3, 32, 32)
+        x = torch.randn(2, channels, 32, 32)
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
             torch.onnx.export(module.eval(), (x,), path, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
@@ -257,8 +260,26 @@ def ort_profile() -> None:
                 print(f"| {k} | {macs[k]:.3f} | {statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f}) | {total:.2f} | {ops} |")
 
 
+def ort_convs() -> None:
+    """One 3 × 3 convolution (and ReLU) with c channels in and out, batch 64 at 32 px, in ONNX Runtime."""
+    counts = (16, 20, 23, 24, 25, 28, 30, 32, 40, 47, 48)
+    fns = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in counts:
+            layer = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU()).eval()
+            session = _ort_session(layer, f"{tmp}/conv{c}.onnx", profile=False, channels=c)
+            x = torch.randn(64, c, 32, 32).numpy()
+            fns[c] = lambda s=session, x=x: s.run(None, {s.get_inputs()[0].name: x})
+        times = interleaved(fns, rounds=3, min_time=0.3)
+    print("| channels in → out | ms (median of 3 interleaved rounds) | ms per 1,000 channel pairs |\n|---|---|---|")
+    for c in counts:
+        ms = statistics.median(times[c]) * 1e3
+        print(f"| {c} → {c} | {ms:.2f} | {ms / (c * c) * 1e3:.2f} |")
+
+
 PARTS = {"stages": stages, "depthwise": depthwise, "mobilenet": specialise_mobilenet, "padding": padding,
-         "memory": memory, "serving": serving, "ort": ort_profile}  # fmt: skip
+         "memory": memory, "serving": serving, "ort": ort_profile,
+         "ort-convs": ort_convs}  # fmt: skip
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
