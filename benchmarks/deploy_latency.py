@@ -140,6 +140,8 @@ def main() -> None:
                    help="also time the specialised model with the channels each convolution reads rounded up to a "
                         "multiple of K (specialize's channel_multiple, from the trained model), eager and in ONNX Runtime")
     args = p.parse_args()
+    if args.channel_multiple < 1:
+        p.error(f"--channel-multiple takes a whole number ≥ 1 (1: no rounded model), got {args.channel_multiple}")
     torch.set_num_threads(args.threads)
     dev, dtype = torch.device(args.device), DTYPES[args.dtype]
     fmt = torch.channels_last if args.channels_last else torch.preserve_format
@@ -164,13 +166,14 @@ def main() -> None:
         provider = "CPUExecutionProvider" if dev.type == "cpu" else "CUDAExecutionProvider"
         sessions = {}
         if provider in ort.get_available_providers():
-            for name, multiple in (("specialised, ONNX Runtime", 1), (f"specialised, channels ×{k}, ONNX Runtime", k)):
-                if multiple == 1 or rounded is not None:
-                    onnx_path = export_onnx(pruned if multiple == 1 else model, tmp / f"{arch}-{len(rows)}-{multiple}.onnx",
-                                            d, image_size=size[-1], channel_multiple=multiple).path  # fmt: skip
-                    options = ort.SessionOptions()
-                    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-                    sessions[name] = ort.InferenceSession(str(onnx_path), options, providers=[provider])
+            exports = [("specialised, ONNX Runtime", pruned, 1)]
+            exports += [(f"specialised, channels ×{k}, ONNX Runtime", model, k)] if rounded is not None else []
+            for name, source, multiple in exports:
+                onnx_path = export_onnx(source, tmp / f"{arch}-{len(rows)}-{multiple}.onnx", d, image_size=size[-1],
+                                        channel_multiple=multiple).path  # fmt: skip
+                options = ort.SessionOptions()
+                options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+                sessions[name] = ort.InferenceSession(str(onnx_path), options, providers=[provider])
         base_macs = mdlprune.count_macs(backbone, size)
         macs = {"backbone": 1.0, "pruned (all domains)": mdlprune.executed_macs(pruned, size, d) / base_macs,
                 "pruned, domain models kept": mdlprune.executed_macs(served, size, d) / base_macs,

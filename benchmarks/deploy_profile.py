@@ -19,8 +19,8 @@
    learned masks and MobileNetV2 (64 px, differing masks), batch 1.
 7. ONNX Runtime at batch 64 on the mini backbone (shared random masks, then the learned ones, domain 0): the backbone
    (BatchNorm folded), the specialised model, the same with the channels each convolution reads rounded up to a
-   multiple of 16 (``specialize(..., channel_multiple=16)``), and Torch-Pruning's at the same MACs, each exported to
-   ONNX; their latency
+   multiple of 4 and of 16 (``specialize(..., channel_multiple=k)``), and Torch-Pruning's at the same MACs, each
+   exported to ONNX; how many of its convolutions ONNX Runtime runs in its blocked NCHWc layout; their latency
    against the eager backbone (5 interleaved rounds), and ONNX Runtime's own profile of each: time per run by
    operator type (a convolution fused with its ReLU or addition counts as a convolution).
 
@@ -210,6 +210,20 @@ def _ort_session(module: nn.Module, path: str, profile: bool, channels: int = 3)
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def _blocked_convs(path: str) -> str:
+    """How many of the model's convolutions ONNX Runtime runs in its blocked NCHWc layout: "n of m" (from the graph
+    it optimises for this machine)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # (it warns that the saved graph is for this machine only)
+    options.optimized_model_filepath = path + "-optimized.onnx"
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    convs = [n for n in onnx.load(options.optimized_model_filepath).graph.node if "Conv" in n.op_type]
+    return f"{sum(n.domain == 'com.microsoft.nchwc' for n in convs)} of {len(convs)}"
+
+
 def _op_times(session, feed: dict, runs: int = 30, skip: int = 5) -> tuple[float, dict[str, float]]:
     """ONNX Runtime's own profile: median ms per run, and ms per run by operator type (runs after the first ``skip``)."""
     for _ in range(runs):
@@ -235,12 +249,13 @@ def ort_profile() -> None:
             plain = mdlprune.specialize(mdlprune.prune(model).eval(), 0)
             base = mdlprune.count_macs(backbone, size)
             tp, tp_macs = torch_pruning(backbone, mdlprune.count_macs(plain, size) / base, size)
-            rounded = mdlprune.specialize(model, 0, channel_multiple=16)  # from the trained model (deploy_latency.py)
             onnx = {"backbone, BatchNorm folded": fold_batchnorms(copy.deepcopy(backbone)).requires_grad_(False),
-                    "specialised": plain, "specialised, channels ×16": rounded, "Torch-Pruning, same MACs": tp}  # fmt: skip
-            macs = {"backbone, BatchNorm folded": 1.0, "specialised": mdlprune.count_macs(plain, size) / base,
-                    "specialised, channels ×16": mdlprune.count_macs(rounded, size) / base,
-                    "Torch-Pruning, same MACs": tp_macs}  # fmt: skip
+                    "specialised": plain}  # fmt: skip
+            for k in (4, 16):  # from the trained model, as in deploy_latency.py
+                onnx[f"specialised, channels ×{k}"] = mdlprune.specialize(model, 0, channel_multiple=k)
+            onnx["Torch-Pruning, same MACs"] = tp
+            macs = {k: mdlprune.count_macs(m, size) / base for k, m in onnx.items()}
+            macs["Torch-Pruning, same MACs"] = tp_macs
             paths = {k: f"{tmp}/{masks}-{i}.onnx" for i, k in enumerate(onnx)}
             sessions = {k: _ort_session(m, paths[k], profile=False) for k, m in onnx.items()}
             fns = {"eager backbone": lambda: backbone(x)}
@@ -250,14 +265,15 @@ def ort_profile() -> None:
             ref = times["eager backbone"]
             print(f"\n{masks} masks, batch {batch}: ONNX Runtime, latency against the eager backbone "
                   f"({statistics.median(ref) * 1e3:.1f} ms), median of 5 interleaved rounds and range")
-            print("| model (ONNX Runtime) | MACs | latency / eager backbone | ms per run, profiled | by operator, ms per run |")
-            print("|---|---|---|---|---|")
+            print("| model (ONNX Runtime) | MACs | latency / eager backbone | convolutions in NCHWc | ms per run, profiled "
+                  "| by operator, ms per run |\n|---|---|---|---|---|---|")  # fmt: skip
             for k, m in onnx.items():
                 t = sorted(a / b for a, b in zip(times[k], ref))
                 session = _ort_session(m, paths[k], profile=True)
                 total, by_op = _op_times(session, {session.get_inputs()[0].name: images})
                 ops = ", ".join(f"{op} {ms:.2f}" for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1]) if ms >= 0.05)
-                print(f"| {k} | {macs[k]:.3f} | {statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f}) | {total:.2f} | {ops} |")
+                print(f"| {k} | {macs[k]:.3f} | {statistics.median(t):.2f} ({t[0]:.2f}–{t[-1]:.2f}) | "
+                      f"{_blocked_convs(paths[k])} | {total:.2f} | {ops} |")  # fmt: skip
 
 
 def ort_convs() -> None:

@@ -157,6 +157,7 @@ def test_channel_multiple_rounds_what_each_convolution_reads_and_computes_the_sa
     model = _trained_like(backbone, keep=0.4)
     pruned = prune(model)
     x = torch.randn(2, 3, 32, 32)
+    rounded_somewhere = False
     for source in (model, pruned):
         for d in range(len(DOMAINS)):
             exact = specialize(source, d)
@@ -165,11 +166,15 @@ def test_channel_multiple_rounds_what_each_convolution_reads_and_computes_the_sa
             before = [m.in_channels for m in exact.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
             after = [m.in_channels for m in rounded.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
             assert len(before) == len(after) and all(a >= b for a, b in zip(after, before))
+            rounded_somewhere |= after != before
             if source is model:  # from the trained model every width is there to round into, but the input's 3
                 assert all(c % 8 == 0 for c in after[1:]), after
             assert count_macs(rounded, (3, 32, 32)) >= count_macs(exact, (3, 32, 32))
             assert specialize(source, d, channel_multiple=1).state_dict().keys() == exact.state_dict().keys()
-    assert after != before  # (the masks are not multiples of 8 by chance)
+    assert rounded_somewhere  # (the masks are not multiples of 8 by chance)
+    same = specialize(pruned, 0, channel_multiple=torch.tensor(8))  # any integer type
+    assert [m.in_channels for m in same.modules() if isinstance(m, nn.Conv2d)] == [
+        m.in_channels for m in specialize(pruned, 0, channel_multiple=8).modules() if isinstance(m, nn.Conv2d)]
 
 
 def test_specialize_refuses_what_it_cannot_read():
@@ -177,7 +182,7 @@ def test_specialize_refuses_what_it_cannot_read():
         specialize(resnet26(10, width=0.25), 0)
     with pytest.raises(ValueError, match="unknown domain 'flowers'"):
         specialize(_trained_like(resnet26(10, width=0.25)), "flowers")
-    for bad in (0, 2.5, True):
+    for bad in (0, 2.5, True, torch.tensor(2.0)):
         with pytest.raises(ValueError, match="channel_multiple must be a whole number"):
             specialize(_trained_like(resnet26(10, width=0.25)), 0, channel_multiple=bad)
 
@@ -257,7 +262,11 @@ def test_export_command(tmp_path, capsys):
     assert cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "signs", "--channel-multiple", "8",
                 "--multi-domain", "--out", str(tmp_path / "z.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "channel_multiple rounds the specialised model's channels" in err
+    assert err.count("\n") == 1 and "--channel-multiple rounds the specialised model's channels" in err
+    with pytest.raises(SystemExit):  # argparse: usage and one line naming the value
+        cli(["export", "--model", str(tmp_path / "pruned.pt"), "--domain", "0", "--channel-multiple", "abc",
+             "--out", str(tmp_path / "z.onnx")])
+    assert "a channel multiple is a whole number ≥ 1 (1: no rounding), got 'abc'" in capsys.readouterr().err
     torch.save({"a": torch.zeros(1)}, tmp_path / "state.pt")
     assert cli(["export", "--model", str(tmp_path / "state.pt"), "--domain", "0", "--out", str(tmp_path / "y.onnx")]) == 2
     assert "not a model" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from the trained). A model pruned with ``pad_own_channels`` has no such gather b
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 from collections import Counter
 
@@ -73,19 +74,24 @@ def specialize(model: MultiDomainNet, domain: int | str, fold_batchnorm: bool = 
     ``domain``: an index or a name. The result is in eval mode, reads ``forward(x)`` only, holds the channels that
     ``domain`` uses (and the residual streams whole: module docstring), and is frozen (``requires_grad=False``:
     it is for inference). ``pad_own_channels``: as in :func:`~mdlprune.prune` (fewer gathers before grouped
-    convolutions, for a few more filters). ``channel_multiple``: round the channels each ungrouped convolution
-    reads up to a multiple of this (:func:`_round_reads`; e.g. 16 for ONNX Runtime on AVX-512 CPUs, 8 for GPU
-    tensor cores): the same function, more MACs, channel counts that blocked convolution kernels run at full speed.
+    convolutions, for a few more filters). ``channel_multiple``: round the number of channels each ungrouped
+    convolution reads up to a multiple of this (:func:`_round_reads`): the same function, more MACs, channel counts
+    a runtime's fast kernels accept (ONNX Runtime 1.32 on an AVX-512 CPU: 4; GPU tensor cores: 8; measure on the
+    device).
     ``model`` is not modified.
     """
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"specialize expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
-    if not isinstance(channel_multiple, int) or isinstance(channel_multiple, bool) or channel_multiple < 1:
+    try:  # any integer type (numpy, 0-d tensors), not a float or a bool
+        multiple = operator.index(channel_multiple) if not isinstance(channel_multiple, bool) else 0
+    except TypeError:
+        multiple = 0
+    if multiple < 1:
         raise ValueError(f"channel_multiple must be a whole number ≥ 1 (1: no rounding), got {channel_multiple!r}")
     d = model.domain_index(domain)
     one = _one_domain(model, d)
-    if channel_multiple > 1:
-        _round_reads(one, channel_multiple)
+    if multiple > 1:
+        _round_reads(one, multiple)
     plain = _merge_gathers(_plain(prune(one, pad_own_channels=pad_own_channels).backbone)).eval().requires_grad_(False)
     return fold_batchnorms(plain) if fold_batchnorm else plain
 
@@ -112,13 +118,14 @@ def _one_domain(model: MultiDomainNet, d: int) -> MultiDomainNet:
 
 @torch.no_grad()
 def _round_reads(one: MultiDomainNet, multiple: int) -> None:
-    """In every ungrouped switch convolution of the one-domain model ``one``, switch on the fewest more input channels
-    (the first ones that are off) that make the number it reads a multiple of ``multiple`` (or all of them), and zero
-    their kernel slices, so the layer computes the same function (in place). Pruning then keeps them: a residual
-    stream's gather takes them, an inner producer computes them. A layer of a pruned model rounds within the channels
-    pruning kept (the union of the domains'); from the trained model it can reach the full width. Convolution kernels with blocked layouts (oneDNN,
-    ONNX Runtime's NCHWc, tensor cores) run a channel count that is not a multiple of their block as slowly as the
-    next multiple, or more slowly (benchmarks/RESULTS.md)."""
+    """In every ungrouped switch convolution of the one-domain model ``one`` that reads some channel, switch on the
+    fewest more input channels (the first ones that are off) that make the number it reads a multiple of ``multiple``
+    (or all of them), and zero their kernel slices, so the layer computes the same function (in place). Pruning then
+    keeps them: a residual stream's gather takes them, an inner producer read only by ungrouped convolutions
+    computes them (so its output count rounds too). A layer of a pruned model rounds within the channels pruning
+    kept (the union of the domains'); from the trained model it can reach the full width. Why: runtimes with
+    blocked layouts take a slower path for some channel counts (ONNX Runtime 1.32's NCHWc kernels on an AVX-512
+    CPU: an input count neither below 16 nor a multiple of 4; benchmarks/RESULTS.md)."""
     for m in one.backbone.modules():
         if not isinstance(m, SwitchConv2d) or m.groups != 1:
             continue

@@ -104,7 +104,9 @@ _HUES = {"blue": 0.6, "cyan": 0.5, "lime": 0.25, "magenta": 0.85}
 SPECIES = [(p, hue, (i % 2) == 1, (i % 4) < 2) for i, (p, hue) in enumerate((p, h) for p in (3, 7, 10) for h in _HUES.values())]
 
 
-def _draw_board(rng: np.random.Generator, shape: int, scheme: str, size: int) -> np.ndarray:
+def _draw_board(rng: np.random.Generator, shape: int, scheme: str, size: int, letter: str | None = None) -> np.ndarray:
+    """A board of ``shape`` sides (0: a disc) in colour ``scheme``, with ``letter`` inside (default: a random one,
+    a nuisance: the class is the shape and the scheme)."""
     n = R.SUPERSAMPLE * size
     img = R.natural_background(rng, n)
     board = Image.new("RGBA", (n, n), (0, 0, 0, 0))
@@ -116,7 +118,8 @@ def _draw_board(rng: np.random.Generator, shape: int, scheme: str, size: int) ->
             d.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
         else:
             d.polygon(R.regular_polygon(cx, cy, radius, shape, -np.pi / 2), fill=colour)
-    letter = LETTERS[int(rng.integers(len(LETTERS)))]  # a nuisance symbol, not the class
+    if letter is None:
+        letter = LETTERS[int(rng.integers(len(LETTERS)))]  # a nuisance symbol, not the class
     f = R.font("DejaVuSans-Bold.ttf", max(4, int(r * 0.7)))
     box = f.getbbox(letter)
     d.text((cx - (box[2] - box[0]) / 2 - box[0], cy - (box[3] - box[1]) / 2 - box[1]), letter, font=f, fill=outer)
