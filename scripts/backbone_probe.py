@@ -30,6 +30,9 @@ from mdlprune.experiments.runs import run_methods
 from mdlprune.method.metrics import s_score
 
 
+PROG = "python scripts/backbone_probe.py"  # what the record's command starts with (a wrapper sets its own)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True)
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> int:
         overrides[key] = yaml.safe_load(value)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    record = {"name": args.name, "command": command(argv, "python scripts/backbone_probe.py"),
+    record = {"name": args.name, "command": command(argv, PROG),
               "machine": machine(args.device)}  # fmt: skip
     if args.backbone:
         backbone = load_backbone(args.backbone.stem, args.backbone.parent)
