@@ -12,7 +12,7 @@ from mdlprune import (PrunedConv2d, count_macs, keep_domain_kernels, keep_domain
                       randomize_switches, save_model, specialize, to_multidomain)
 from mdlprune.experiments.cli import main as cli
 from mdlprune.method.backbones import resnet26
-from mdlprune.method.domain import DomainModule
+from mdlprune.method.domain import DomainBatchNorm2d, DomainModule
 from mdlprune.method.specialize import ChannelSelect, fold_batchnorms
 
 DOMAINS = {"digits": 3, "glyphs": 4, "signs": 5}
@@ -359,6 +359,17 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
             next(b for b in m.modules() if isinstance(b, nn.BatchNorm2d)).running_mean.add_(0.5)
         _assert_same(pruned(x, 0), reference(x, 0))
         assert not torch.allclose(reference(x, 0), layers[0])  # (the edit changes the output)
+    # an edit of domain 1's BatchNorm: domain 1's model is rebuilt, domain 0's (which does not read it) is kept
+    with torch.no_grad():
+        pruned(x, 0), pruned(x, 1)
+        served = dict(pruned.__dict__["_domain_models"]["models"])
+        for m in (pruned, reference):
+            bn = next(b for b in m.modules() if isinstance(b, DomainBatchNorm2d))
+            bn.bns[1].running_var.mul_(3.0)
+        _assert_same(pruned(x, 1), reference(x, 1))
+        _assert_same(pruned(x, 0), reference(x, 0))
+        models = pruned.__dict__["_domain_models"]["models"]
+        assert models[0] is served[0] and models[1] is not served[1]
     # passes with gradients, and train mode, run the layers
     pruned.__dict__.pop("_domain_models")
     assert torch.equal(pruned(x, 0), reference(x, 0)) and "_domain_models" not in pruned.__dict__

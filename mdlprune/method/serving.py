@@ -5,7 +5,8 @@ where a layer reads part of its input, the domain's kernel slice where the domai
 domain's :func:`~mdlprune.specialize` d model runs only that domain's channels, with BatchNorm folded, and is
 faster (benchmarks/RESULTS.md: on the mini backbone 0.68-0.84 of the backbone's latency against 1.00-1.01).
 :func:`keep_domain_models` lets the multi-domain model serve its eval passes from such models, built on each
-domain's first pass and rebuilt when any parameter or buffer of the model changes.
+domain's first pass and rebuilt when a parameter or buffer it is built from changes (not another domain's
+BatchNorms or head).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .domain import DomainBatchNorm2d, DomainHeads
 from .multidomain import MultiDomainNet
 from .specialize import specialize
 
@@ -55,29 +57,46 @@ for _register in (torch.nn.modules.module.register_module_parameter_registration
     _register(_registered)
 
 
+def _watched(model: MultiDomainNet, d: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Of ``tensors`` (all of ``model``'s), those domain ``d``'s specialised model is built from: all but the other
+    domains' BatchNorms and heads (switches and masks hold every domain in one tensor, so they stay)."""
+    others = set()
+    for m in model.modules():
+        for e, layer in enumerate(getattr(m, "bns", None) if isinstance(m, DomainBatchNorm2d) else
+                                  getattr(m, "heads", None) if isinstance(m, DomainHeads) else ()):  # fmt: skip
+            if e != d:
+                others.update(id(t) for t in (*layer.parameters(), *layer.buffers()))
+    return [t for t in tensors if id(t) not in others]
+
+
 def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
     """Domain ``d``'s specialised model of :func:`keep_domain_models`, or ``None`` where the pass must run the layers.
 
     The layers run when any module of ``model`` is in train mode (BatchNorm recalibration) or has forward hooks, when
     global forward hooks are set, and for a model made under inference mode (its tensors count no edits). A kept
-    model is rebuilt when a tensor of ``model`` moved or was edited in place (its address or version counter
-    changed), and the lists watched are made again when any module registered a tensor or submodule since (an
-    assignment, ``load_state_dict(assign=True)``, a swapped BatchNorm); ``to()``, ``load_state_dict`` and
-    :meth:`~mdlprune.MultiDomainNet.refresh` drop everything kept. Not seen: edits through ``.data``."""
+    model is rebuilt when a tensor it is built from moved or was edited in place (its address or version counter
+    changed: every tensor of ``model`` but the other domains' BatchNorms and heads), and the lists watched are made
+    again when any module registered a tensor or submodule since (an assignment, ``load_state_dict(assign=True)``, a
+    swapped BatchNorm); ``to()``, ``load_state_dict`` and :meth:`~mdlprune.MultiDomainNet.refresh` drop everything
+    kept. Not seen: edits through ``.data``."""
     global _building
-    kept = model.__dict__.setdefault("_domain_models", {"generation": None, "identity": None, "models": {}})
+    kept = model.__dict__.setdefault("_domain_models", {"generation": None, "watched": {}, "identity": {}, "models": {}})
     if kept["generation"] != _generation:  # (first pass, or a tensor was put in somewhere: list them again)
         tensors = [*model.parameters(), *model.buffers()]
         if any(t.is_inference() for t in tensors):
             return None
-        kept.update(generation=_generation, modules=list(model.modules()), tensors=tensors)
+        kept.update(generation=_generation, modules=list(model.modules()), tensors=tensors, watched={})
     hooks = torch.nn.modules.module
     if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks
             or any(m.training or m._forward_hooks or m._forward_pre_hooks for m in kept["modules"])):  # fmt: skip
         return None
-    identity = tuple((t.data_ptr(), t._version) for t in kept["tensors"])
-    if identity != kept["identity"]:  # an edit: every domain's model is stale
-        kept["identity"], kept["models"] = identity, {}
+    watched = kept["watched"].get(d)
+    if watched is None:
+        watched = kept["watched"][d] = _watched(model, d, kept["tensors"])
+    identity = tuple((t.data_ptr(), t._version) for t in watched)
+    if identity != kept["identity"].get(d):  # an edit of what domain d's model is built from
+        kept["identity"][d] = identity
+        kept["models"].pop(d, None)
     plain = kept["models"].get(d)
     if plain is None:
         _building = True
