@@ -370,6 +370,14 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
         _assert_same(pruned(x, 0), reference(x, 0))
         models = pruned.__dict__["_domain_models"]["models"]
         assert models[0] is served[0] and models[1] is not served[1]
+        # a tensor domain 1's BatchNorm shares with domain 0's is domain 0's too: its edit is seen there
+        for m in (pruned, reference):
+            bn = next(b for b in m.modules() if isinstance(b, DomainBatchNorm2d))
+            bn.bns[1].weight = bn.bns[0].weight
+        _assert_same(pruned(x, 0), reference(x, 0))
+        for m in (pruned, reference):
+            next(b for b in m.modules() if isinstance(b, DomainBatchNorm2d)).bns[1].weight.mul_(0.5)
+        _assert_same(pruned(x, 0), reference(x, 0))
     # passes with gradients, and train mode, run the layers
     pruned.__dict__.pop("_domain_models")
     assert torch.equal(pruned(x, 0), reference(x, 0)) and "_domain_models" not in pruned.__dict__

@@ -58,15 +58,18 @@ for _register in (torch.nn.modules.module.register_module_parameter_registration
 
 
 def _watched(model: MultiDomainNet, d: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Of ``tensors`` (all of ``model``'s), those domain ``d``'s specialised model is built from: all but the other
-    domains' BatchNorms and heads (switches and masks hold every domain in one tensor, so they stay)."""
-    others = set()
+    """Of ``tensors`` (all of ``model``'s), those domain ``d``'s specialised model is built from: the tensors of every
+    module but the other domains' BatchNorms and heads (switches and masks hold every domain in one tensor, so they
+    stay, and so does a tensor the other domains' layers share with any other module)."""
+    skip = set()
     for m in model.modules():
-        for e, layer in enumerate(getattr(m, "bns", None) if isinstance(m, DomainBatchNorm2d) else
-                                  getattr(m, "heads", None) if isinstance(m, DomainHeads) else ()):  # fmt: skip
+        per_domain = m.bns if isinstance(m, DomainBatchNorm2d) else m.heads if isinstance(m, DomainHeads) else ()
+        for e, layer in enumerate(per_domain):
             if e != d:
-                others.update(id(t) for t in (*layer.parameters(), *layer.buffers()))
-    return [t for t in tensors if id(t) not in others]
+                skip.update(id(sub) for sub in layer.modules())
+    read = {id(t) for m in model.modules() if id(m) not in skip
+            for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}  # fmt: skip
+    return [t for t in tensors if id(t) in read]
 
 
 def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
