@@ -378,6 +378,14 @@ def test_a_model_that_keeps_domain_models_serves_them_and_rebuilds_them_after_an
         for m in (pruned, reference):
             next(b for b in m.modules() if isinstance(b, DomainBatchNorm2d)).bns[1].weight.mul_(0.5)
         _assert_same(pruned(x, 0), reference(x, 0))
+        # so is a whole BatchNorm that is domain 1's entry and domain 0's too
+        for m in (pruned, reference):
+            bn = [b for b in m.modules() if isinstance(b, DomainBatchNorm2d)][1]
+            bn.bns[1] = bn.bns[0]
+        _assert_same(pruned(x, 0), reference(x, 0))
+        for m in (pruned, reference):
+            [b for b in m.modules() if isinstance(b, DomainBatchNorm2d)][1].bns[1].running_var.mul_(9.0)
+        _assert_same(pruned(x, 0), reference(x, 0))
     # passes with gradients, and train mode, run the layers
     pruned.__dict__.pop("_domain_models")
     assert torch.equal(pruned(x, 0), reference(x, 0)) and "_domain_models" not in pruned.__dict__

@@ -58,17 +58,19 @@ for _register in (torch.nn.modules.module.register_module_parameter_registration
 
 
 def _watched(model: MultiDomainNet, d: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Of ``tensors`` (all of ``model``'s), those domain ``d``'s specialised model is built from: the tensors of every
-    module but the other domains' BatchNorms and heads (switches and masks hold every domain in one tensor, so they
-    stay, and so does a tensor the other domains' layers share with any other module)."""
-    skip = set()
-    for m in model.modules():
-        per_domain = m.bns if isinstance(m, DomainBatchNorm2d) else m.heads if isinstance(m, DomainHeads) else ()
-        for e, layer in enumerate(per_domain):
-            if e != d:
-                skip.update(id(sub) for sub in layer.modules())
-    read = {id(t) for m in model.modules() if id(m) not in skip
-            for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}  # fmt: skip
+    """Of ``tensors`` (all of ``model``'s), those domain ``d``'s specialised model is built from: every tensor reachable
+    from ``model`` without passing through another domain's entry of a per-domain BatchNorm or head. A tensor or a
+    module those entries share with anything domain ``d`` reads is reached another way, so it stays watched; so do
+    switches and masks, which hold every domain in one tensor."""
+    read, seen, todo = set(), set(), [model]
+    while todo:
+        m = todo.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        read.update(id(t) for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+        entries = m.bns if isinstance(m, DomainBatchNorm2d) else m.heads if isinstance(m, DomainHeads) else None
+        todo.extend(entries[d] if child is entries else child for child in m.children())
     return [t for t in tensors if id(t) in read]
 
 
@@ -97,8 +99,10 @@ def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
     if watched is None:
         watched = kept["watched"][d] = _watched(model, d, kept["tensors"])
     identity = tuple((t.data_ptr(), t._version) for t in watched)
-    if identity != kept["identity"].get(d):  # an edit of what domain d's model is built from
-        kept["identity"][d] = identity
+    last = kept["identity"].get(d)
+    if last is None or last[1] != identity:  # an edit of what domain d's model is built from
+        # the tensors are kept with their addresses: while they live, no new tensor can take one of those addresses
+        kept["identity"][d] = (watched, identity)
         kept["models"].pop(d, None)
     plain = kept["models"].get(d)
     if plain is None:
