@@ -70,8 +70,9 @@ def export_onnx(model: MultiDomainNet, path: str | Path, domain: int | str, *, i
 
     ``image_size``: the side of the example batch that traces the model (the batch size stays dynamic), made on the
     model's device and in its dtype. ``channel_multiple``: as in :func:`~mdlprune.specialize` (the specialised
-    model only; e.g. 4 for ONNX Runtime 1.32 on AVX-512 CPUs). With ``check``, a ``RuntimeError`` is raised if ONNX Runtime's output differs
-    from ``model(x, domain)``'s by more than ``rtol`` × the output scale. ``model`` is not modified."""
+    model only; e.g. 4 for ONNX Runtime 1.32 on AVX-512 CPUs). With ``check``, a ``RuntimeError`` is raised if ONNX
+    Runtime's output differs from ``model(x, domain)``'s by more than ``rtol`` × the output scale. ``model`` is not
+    modified."""
     if not isinstance(model, MultiDomainNet):
         raise TypeError(f"export_onnx expects a MultiDomainNet (trained or pruned), got {type(model).__name__}")
     try:  # all three before anything is written
@@ -82,7 +83,8 @@ def export_onnx(model: MultiDomainNet, path: str | Path, domain: int | str, *, i
         raise ImportError(f"exporting to ONNX needs {e.name}: {_DEPLOY}") from None
     d = model.domain_index(domain)
     if channel_multiple != 1 and not specialized:
-        raise ValueError("channel_multiple rounds the specialised model's channels; with specialized=False leave it at 1")
+        raise ValueError("channel_multiple rounds the specialised model's channels; with specialized=False leave it "
+                         "at 1")  # fmt: skip
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the user's model keeps its mode
     reference.keep_domain_models = False  # the check compares with the layers, not with a specialised copy
     module = specialize(reference, d, channel_multiple=channel_multiple) if specialized else _FixedDomain(reference, d)

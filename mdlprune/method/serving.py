@@ -85,7 +85,8 @@ def domain_model(model: MultiDomainNet, d: int) -> nn.Module | None:
     swapped BatchNorm); ``to()``, ``load_state_dict`` and :meth:`~mdlprune.MultiDomainNet.refresh` drop everything
     kept. Not seen: edits through ``.data``."""
     global _building
-    kept = model.__dict__.setdefault("_domain_models", {"generation": None, "watched": {}, "identity": {}, "models": {}})
+    kept = model.__dict__.setdefault("_domain_models",
+                                     {"generation": None, "watched": {}, "identity": {}, "models": {}})  # fmt: skip
     if kept["generation"] != _generation:  # (first pass, or a tensor was put in somewhere: list them again)
         tensors = [*model.parameters(), *model.buffers()]
         if any(t.is_inference() for t in tensors):
