@@ -240,26 +240,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return evaluate_from_config(load_config(args.config, args.set), args.model)
 
 
-def _size(text: str) -> int:
-    """argparse type: an image size, a positive int."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"an image size is a positive number of pixels, got {text!r}")
-    return value
+def _positive(what: str):
+    """An argparse type: a whole number ≥ 1, refused with one line naming ``what`` it is."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _multiple(text: str) -> int:
-    """argparse type: a channel multiple, a positive int (1: no rounding)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a channel multiple is a whole number ≥ 1 (1: no rounding), got {text!r}")
-    return value
+_size = _positive("an image size is a positive number of pixels")
+_multiple = _positive("a channel multiple is a whole number ≥ 1 (1: no rounding)")
 
 
 def build_parser() -> argparse.ArgumentParser:
