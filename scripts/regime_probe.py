@@ -4,10 +4,12 @@ How the benchmark's sizes were chosen (docs/RESULTS.md §1): the same methods an
 with the targets' training splits cut to PER_CLASS images per class and the rounds given, scored against the
 Finetune run of the same probe.
 
-    python scripts/regime_probe.py d:20,g:20,t:40,s:20,f:10 34 finetune:,feature:,ba2:1.0,ours:0.5
-    (d, g, t, s, f: digits, glyphs, textures, signs, flowers; METHOD:BETA, BETA empty for the baselines)
+    python scripts/regime_probe.py d:20,g:20,t:40,s:20,f:10 34 finetune:,feature:,ba2:1.0,ours:0.5 [KEY=VALUE ...]
+    (d, g, t, s, f: digits, glyphs, textures, signs, flowers; METHOD:BETA, BETA empty for the baselines; KEY=VALUE
+    overrides a training setting, e.g. weight_decay=5e-4, its value read as a Python literal)
 """
 
+import ast
 import sys
 import time
 
@@ -25,12 +27,13 @@ def main(argv: list[str]) -> int:
     per_class = dict(item.split(":") for item in argv[0].split(","))
     rounds = int(argv[1])
     methods = [(m, float(b) if b else None) for m, b in (x.split(":") for x in argv[2].split(","))]
+    overrides = {k: ast.literal_eval(v) for k, v in (x.split("=", 1) for x in argv[3:])}
     size = {DOMAINS[k][0]: {"train": int(v) * DOMAINS[k][1]} for k, v in per_class.items()}
     bench = mini_decathlon(size=size)
     bench.generate(include_source=False)
     t0 = time.perf_counter()
     results = run_methods(methods, load_backbone(), bench, progress=False, quick=False, rounds=rounds,
-                          lr_milestones=[max(1, rounds * 3 // 4)])  # fmt: skip
+                          lr_milestones=[max(1, rounds * 3 // 4)], **overrides)  # fmt: skip
     baseline = next(r for r in results if r.method == "finetune").accuracies
     for r in results:
         accs = " ".join(f"{k} {v:.1f}" for k, v in r.accuracies.items())
