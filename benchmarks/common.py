@@ -1,8 +1,12 @@
-"""Shared by the benchmark scripts: machine description, result files."""
+"""Shared by the benchmark scripts: machine description, result files.
+
+Records go to ``benchmarks/results/``, or to the folder ``MDLPRUNE_BENCHMARK_RESULTS`` names (the smoke tests' runs,
+which must not overwrite the committed records)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +16,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def save(name: str, device: str, rows: list[dict], **extra) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{device.split(':')[0]}.json"
+    folder = Path(os.environ.get("MDLPRUNE_BENCHMARK_RESULTS") or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{device.split(':')[0]}.json"
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     path.write_text(json.dumps({"machine": machine(device), "command": command, **extra, "rows": rows}, indent=2) + "\n")
     return path
