@@ -30,6 +30,9 @@
 8. One 3 × 3 convolution in ONNX Runtime, batch 64 at 32 px, c → c channels for c around multiples of 16.
 
     python benchmarks/deploy_profile.py ort-convs  # part 8 alone
+
+``--time-scale F`` (first) multiplies every timing budget by F: ``--time-scale 0.01`` runs every part in seconds, to
+check that it runs (tests/test_benchmarks.py), with timings that mean nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from torch.utils.benchmark import Timer
 
 import mdlprune
 from mdlprune.method.specialize import fold_batchnorms
+
+
+SCALE = 1.0  # every timing budget's factor (--time-scale)
 
 
 def stages() -> None:
@@ -85,7 +91,7 @@ def depthwise() -> None:
         def whole():
             return F.conv2d(x, w, b, 1, 1, 1, channels)
 
-        times = {f.__name__: Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=0.5).median * 1e3
+        times = {f.__name__: Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=0.5 * SCALE).median * 1e3
                  for f in (scatter, whole)}  # fmt: skip
         print(f"depthwise {channels} channels, {size}x{size}, batch {batch}: whole {times['whole']:.2f} ms, "
               f"half the groups + scatter {times['scatter']:.2f} ms")
@@ -109,7 +115,7 @@ def interleaved(fns: dict, rounds: int = 5, min_time: float = 0.5) -> dict[str, 
     for _ in range(rounds):
         for k, f in fns.items():
             n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < min_time:
+            while time.perf_counter() - start < min_time * SCALE:
                 f()
                 n += 1
             times[k].append((time.perf_counter() - start) / n)
@@ -189,8 +195,9 @@ def serving() -> None:
                 t = time.perf_counter()
                 pruned(x, d)
                 first.append((time.perf_counter() - t) * 1e3)
-            later = Timer("m(x, 0)", globals={"m": pruned, "x": x}).blocked_autorange(min_run_time=1).median * 1e3
-            check = Timer("f(m, 0)", globals={"f": domain_model, "m": pruned}).blocked_autorange(min_run_time=1).median
+            later = Timer("m(x, 0)", globals={"m": pruned, "x": x}).blocked_autorange(min_run_time=SCALE).median
+            check = Timer("f(m, 0)", globals={"f": domain_model, "m": pruned}).blocked_autorange(min_run_time=SCALE)
+            later, check = later * 1e3, check.median
         watched = len(pruned.__dict__["_domain_models"]["watched"][0])  # (domain 0's: the others' tensors aside)
         print(f"| {arch}, {masks} masks | {watched} | {min(first):.0f}-{max(first):.0f} | {later:.2f} | {check * 1e6:.0f} |")
 
@@ -226,7 +233,7 @@ def _blocked_convs(path: str) -> str:
 
 def _op_times(session, feed: dict, runs: int = 30, skip: int = 5) -> tuple[float, dict[str, float]]:
     """ONNX Runtime's own profile: median ms per run, and ms per run by operator type (runs after the first ``skip``)."""
-    for _ in range(runs):
+    for _ in range(max(skip + 2, round(runs * SCALE))):
         session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[skip:]
@@ -300,8 +307,17 @@ PARTS = {"stages": stages, "depthwise": depthwise, "mobilenet": specialise_mobil
 if __name__ == "__main__":
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
-    unknown = [a for a in sys.argv[1:] if a not in PARTS]
+    args = sys.argv[1:]
+    if args[:1] == ["--time-scale"]:
+        try:
+            SCALE = float(args[1])
+        except (IndexError, ValueError):
+            SCALE = 0.0
+        if not SCALE > 0:
+            sys.exit("deploy_profile.py: --time-scale takes a positive number, e.g. --time-scale 0.01")
+        args = args[2:]
+    unknown = [a for a in args if a not in PARTS]
     if unknown:
         sys.exit(f"deploy_profile.py: unknown part {unknown[0]!r}; parts: {', '.join(PARTS)} (none: all of them)")
-    for part in sys.argv[1:] or PARTS:
+    for part in args or PARTS:
         PARTS[part]()

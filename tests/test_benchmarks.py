@@ -51,8 +51,37 @@ def test_a_benchmark_script_runs_and_writes_its_record(script, tmp_path):
     assert sorted((ROOT / "benchmarks" / "results").iterdir()) == before  # the committed records untouched
 
 
-def test_the_profile_script_refuses_a_part_it_does_not_have(tmp_path):
-    done = _run("deploy_profile", ["ort-conv"], tmp_path)
+@pytest.mark.parametrize("args", [["ort-conv"], ["--time-scale", "0", "ort"], ["--time-scale"]])
+def test_the_profile_script_refuses_what_it_does_not_have(args, tmp_path):
+    done = _run("deploy_profile", args, tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]  # after any warning torch prints on import
-    assert last.startswith("deploy_profile.py: unknown part 'ort-conv'; parts: stages, depthwise,")
+    parts = ", ".join(PROFILE_PARTS)  # every part has its case below
+    unknown = f"deploy_profile.py: unknown part 'ort-conv'; parts: {parts} (none: all of them)"
+    scale = "deploy_profile.py: --time-scale takes a positive number, e.g. --time-scale 0.01"
+    expected = unknown if args == ["ort-conv"] else scale
+    assert last == expected
+
+
+# each part of deploy_profile.py → a line its output must hold
+PROFILE_PARTS = {
+    "stages": "| specialised, learned masks |",
+    "depthwise": "depthwise 96 channels, 16x16, batch 64: whole",
+    "mobilenet": "MobileNetV2 domain 2: specialised from the pruned model",
+    "padding": "| shared | 64 | specialised | own channels |",
+    "memory": "| 5 specialised models together (BatchNorm folded) |",
+    "serving": "| mini, learned masks |",
+    "ort": "| specialised, channels ×4 |",
+    "ort-convs": "| 48 → 48 |",
+}
+
+
+def test_every_part_of_the_profile_script_runs(tmp_path):
+    missing = [m for m in ("torch_pruning", "onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"deploy_profile.py needs {', '.join(missing)} (the deploy extra; Torch-Pruning: no dependency)")
+    done = _run("deploy_profile", ["--time-scale", "0.01"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for part, line in PROFILE_PARTS.items():
+        assert line in done.stdout, f"part {part}: no {line!r} in its output"
+
