@@ -18,7 +18,8 @@ the median ratio and its range.
 
 On CUDA the times are CUDA events (``measure``); the ONNX Runtime row runs only where ONNX Runtime has a provider for
 the device (on CUDA, its ``CUDAExecutionProvider``). ``--dtype``/``--channels-last`` convert every PyTorch model and
-the input (the ONNX file is exported in float32).
+the input (the ONNX file is exported in float32). Torch-Pruning is not a dependency of mdlprune: without it
+(``pip install torch-pruning``) its rows are left out, with a note.
 
 The "dense limit" is the specialised model with every channel gather replaced by a slice of the first channels
 (no copy): the same convolutions and channel counts, the cost of the representation removed. It computes another
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -146,7 +148,16 @@ def main() -> None:
     dev, dtype = torch.device(args.device), DTYPES[args.dtype]
     fmt = torch.channels_last if args.channels_last else torch.preserve_format
     d, rows = args.domain, []
-    tmp = Path(tempfile.mkdtemp())
+    try:
+        import torch_pruning as _  # noqa: F401  (only whether it imports; the function below imports it again)
+
+        with_tp = True
+    except ImportError:
+        with_tp = False
+    if not with_tp:
+        print("Torch-Pruning is not installed (pip install torch-pruning): its rows are left out", file=sys.stderr)
+    tmp_dir = tempfile.TemporaryDirectory()
+    tmp = Path(tmp_dir.name)
     sources = [None if str(p) == "shipped" else p for p in args.learned] if args.learned else [None]
     for arch, masks, learned in ((a, m, src) for a in args.arch for m in args.masks if a == "mini" or m != "learned"
                                  for src in (sources if m == "learned" else [None])):  # fmt: skip
@@ -182,15 +193,19 @@ def main() -> None:
         if rounded is not None:
             macs[f"specialised, channels ×{k}"] = macs[f"specialised, channels ×{k}, ONNX Runtime"] = \
                 mdlprune.count_macs(rounded, size) / base_macs
-        tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
-        backbone, pruned, served, plain, limit, tp_model = (m.to(dev, dtype, memory_format=fmt)
-                                                            for m in (backbone, pruned, served, plain, limit, tp_model))  # fmt: skip
+        tp_model = None
+        if with_tp:
+            tp_model, macs["Torch-Pruning, same MACs"] = torch_pruning(backbone, macs["specialised"], size)
+            tp_model = tp_model.to(dev, dtype, memory_format=fmt)
+        backbone, pruned, served, plain, limit = (m.to(dev, dtype, memory_format=fmt)
+                                                  for m in (backbone, pruned, served, plain, limit))  # fmt: skip
         rounded = rounded.to(dev, dtype, memory_format=fmt) if rounded is not None else None
         for batch in args.batches:
             x = torch.randn(batch, *size).to(dev, dtype, memory_format=fmt)
             runs = {"backbone": lambda: backbone(x), "pruned (all domains)": lambda: pruned(x, d),
-                    "pruned, domain models kept": lambda: served(x, d), "specialised": lambda: plain(x), "dense limit": lambda: limit(x),
-                    "Torch-Pruning, same MACs": lambda: tp_model(x)}  # fmt: skip
+                    "pruned, domain models kept": lambda: served(x, d), "specialised": lambda: plain(x), "dense limit": lambda: limit(x)}  # fmt: skip
+            if tp_model is not None:
+                runs["Torch-Pruning, same MACs"] = lambda: tp_model(x)
             if rounded is not None:
                 runs[f"specialised, channels ×{k}"] = lambda: rounded(x)
             xn = torch.randn(batch, *size).numpy()
@@ -219,6 +234,7 @@ def main() -> None:
                 channel_multiple=args.channel_multiple,
                 learned=learned, dtype=args.dtype, channels_last=args.channels_last)  # fmt: skip
     print(f"saved {path}")
+    tmp_dir.cleanup()
 
 
 if __name__ == "__main__":

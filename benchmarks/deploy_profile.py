@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,11 @@ from mdlprune.method.specialize import fold_batchnorms
 
 
 SCALE = 1.0  # every timing budget's factor (--time-scale)
+
+
+def _median(statement: str, names: dict, seconds: float) -> float:
+    """Median seconds per run of ``statement`` (``torch.utils.benchmark``, ``seconds`` of runs in all)."""
+    return Timer(statement, globals=names).blocked_autorange(min_run_time=seconds).median
 
 
 def stages() -> None:
@@ -91,8 +97,7 @@ def depthwise() -> None:
         def whole():
             return F.conv2d(x, w, b, 1, 1, 1, channels)
 
-        times = {f.__name__: Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=0.5 * SCALE).median * 1e3
-                 for f in (scatter, whole)}  # fmt: skip
+        times = {f.__name__: _median("f()", {"f": f}, 0.5 * SCALE) * 1e3 for f in (scatter, whole)}
         print(f"depthwise {channels} channels, {size}x{size}, batch {batch}: whole {times['whole']:.2f} ms, "
               f"half the groups + scatter {times['scatter']:.2f} ms")
 
@@ -195,9 +200,8 @@ def serving() -> None:
                 t = time.perf_counter()
                 pruned(x, d)
                 first.append((time.perf_counter() - t) * 1e3)
-            later = Timer("m(x, 0)", globals={"m": pruned, "x": x}).blocked_autorange(min_run_time=SCALE).median
-            check = Timer("f(m, 0)", globals={"f": domain_model, "m": pruned}).blocked_autorange(min_run_time=SCALE)
-            later, check = later * 1e3, check.median
+            later = _median("m(x, 0)", {"m": pruned, "x": x}, SCALE) * 1e3
+            check = _median("f(m, 0)", {"f": domain_model, "m": pruned}, SCALE)
         watched = len(pruned.__dict__["_domain_models"]["watched"][0])  # (domain 0's: the others' tensors aside)
         print(f"| {arch}, {masks} masks | {watched} | {min(first):.0f}-{max(first):.0f} | {later:.2f} | {check * 1e6:.0f} |")
 
@@ -313,9 +317,12 @@ if __name__ == "__main__":
             SCALE = float(args[1])
         except (IndexError, ValueError):
             SCALE = 0.0
-        if not SCALE > 0:
+        if not (math.isfinite(SCALE) and SCALE > 0):
             sys.exit("deploy_profile.py: --time-scale takes a positive number, e.g. --time-scale 0.01")
         args = args[2:]
+    if any(a.startswith("--time-scale") for a in args):
+        sys.exit("deploy_profile.py: --time-scale F comes first, before the parts: "
+                 "deploy_profile.py --time-scale F PART")
     unknown = [a for a in args if a not in PARTS]
     if unknown:
         sys.exit(f"deploy_profile.py: unknown part {unknown[0]!r}; parts: {', '.join(PARTS)} (none: all of them)")
